@@ -1,0 +1,48 @@
+# Two entry points: `make demo` and `make test`. Both install what they need (idempotent, quick
+# when already done) on a fresh Debian machine as root.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DEBS := orthanc orthanc-dicomweb dcmtk dicom3tools
+PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
+
+.PHONY: demo test system venv clean-venv bench
+
+demo: system $(VENV)/.installed
+	$(BIN)/noduletrack demo
+
+test: system $(VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: system $(VENV)/.installed
+	$(BIN)/python -m bench
+
+# Debian packages: the real peers (Orthanc, dcmtk), the validator (dicom3tools), PostgreSQL.
+system:
+	@missing=""; \
+	command -v Orthanc >/dev/null || missing="$$missing orthanc"; \
+	[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
+	command -v storescu >/dev/null || missing="$$missing dcmtk"; \
+	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+# torch first, from constraints.txt (the local CPU wheel), so monai never pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml requirements.txt constraints.txt
+	@[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -U pip
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt torch
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt --no-deps -e .
+	@touch $@
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,60 @@
+"""``noduletrack``: a thin command line over the library (one module per command)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from . import __version__
+from .config import ConfigError, load_config
+from .logs import setup_logging
+
+# Only commands that really work are listed. Order = order in --help.
+COMMAND_MODULES = [
+    "dicom_node.commands.phantom",
+]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
+    parent.add_argument("--log-level", metavar="LEVEL", help="override logging.level (DEBUG, INFO, WARNING, ERROR)")
+    parser = argparse.ArgumentParser(
+        prog="noduletrack",
+        description="NoduleTrack: a DICOM node that follows lung nodules over time.",
+        epilog="Every command takes --config FILE after its own name. Exit codes: 0 ok, 1 failure, 2 bad usage or input.",
+    )
+    parser.add_argument("--version", action="version", version=f"noduletrack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub, parent)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"noduletrack: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(args.log_level or config.logging.level, config.logging.format)
+    try:
+        return int(args.func(args, config) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception:  # the last line of defence: say what happened, exit 1
+        logging.getLogger("noduletrack").exception("command failed", extra={"fields": {"command": args.command}})
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
