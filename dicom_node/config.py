@@ -197,11 +197,13 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         for key in values:
             if key not in hints:
                 raise ConfigError(f"unknown key {name}.{key} (known: {', '.join(hints)})")
+        labels = {key: f"{name}.{key}" for key in hints}
         for key, hint in hints.items():
             env_name = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
             if env_name in env:
-                values[key] = _parse_env(f"{name}.{key} (from {env_name})", env[env_name], hint)
-        coerced = {k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()}
+                labels[key] = f"{name}.{key} (from {env_name})"
+                values[key] = _parse_env(labels[key], env[env_name], hint)
+        coerced = {k: _coerce(labels[k], v, hints[k]) for k, v in values.items()}
         sections[name] = cls(**coerced)
     config = Config(**sections)
     config.validate()
