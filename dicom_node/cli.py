@@ -15,6 +15,7 @@ from .logs import setup_logging
 # Only commands that really work are listed. Order = order in --help.
 COMMAND_MODULES = [
     "dicom_node.commands.phantom",
+    "dicom_node.commands.db",
 ]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
