@@ -16,6 +16,7 @@ from .logs import setup_logging
 COMMAND_MODULES = [
     "dicom_node.commands.phantom",
     "dicom_node.commands.db",
+    "dicom_node.commands.guideline",
 ]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
