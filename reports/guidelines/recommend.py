@@ -20,6 +20,7 @@ and what the SR writer reports:
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -78,6 +79,7 @@ class NoduleInput:
     calcification: str | None = None
     vdt_days: float | None = None  # measured; computed from the volumes when not given
     forecast: tuple[ForecastPoint, ...] = ()
+    tracking_uid: str | None = None  # the SR's tracking UID, passed through to the result
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -129,6 +131,7 @@ class NoduleInput:
             margins=cur.margin or None,
             vdt_days=tracked.vdt_days,
             forecast=points,
+            tracking_uid=tracked.tracking_uid,
         )
 
 
@@ -163,7 +166,7 @@ class StudyContext:
 
 @dataclass(frozen=True)
 class NoduleRecommendation:
-    """One nodule's assessment within the study."""
+    """One nodule's assessment within the study (the SR reports it next to the nodule)."""
 
     label: str
     result: FleischnerResult | LungRadsResult
@@ -172,14 +175,38 @@ class NoduleRecommendation:
     escalated: bool
     forecast_statement: str | None
     size_mm: float  # for tie-breaks and text: mean diameter, or volume-equivalent diameter
+    tracking_uid: str | None = None
+
+    @property
+    def guideline(self) -> str:
+        return LUNGRADS if isinstance(self.result, LungRadsResult) else FLEISCHNER
 
     @property
     def category(self) -> str:
         return self.result.category
 
+    @property
+    def followup_months_min(self) -> int | None:
+        return self.result.followup_months_min
+
+    @property
+    def followup_months_max(self) -> int | None:
+        return self.result.followup_months_max
+
+    @property
+    def text(self) -> str:
+        """Recommendation, rationale and forecast statement of this nodule, as one text."""
+        r = self.result
+        action = r.management if isinstance(r, LungRadsResult) else r.recommendation
+        parts = [action, r.rationale.text()]
+        if self.forecast_statement:
+            parts.append(self.forecast_statement)
+        return " ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
+            "tracking_uid": self.tracking_uid,
             "result": self.result.to_dict(),
             "volumetric": None if self.volumetric is None else self.volumetric.to_dict(),
             "vdt_days": None if self.vdt_days is None else float(round_half_up(self.vdt_days, 1)),
@@ -280,7 +307,7 @@ def _assess_nodule(n: NoduleInput, ctx: StudyContext, guideline: str, multiple: 
     else:
         assert n.volume_mm3 is not None
         size = sphere_diameter_mm(n.volume_mm3)
-    return NoduleRecommendation(n.label, result, vol, vdt, escalated, None, float(size))
+    return NoduleRecommendation(n.label, result, vol, vdt, escalated, None, float(size), n.tracking_uid)
 
 
 def _suspicion_key(rec: NoduleRecommendation) -> tuple[Any, ...]:
@@ -405,9 +432,7 @@ def _with_forecasts(
     out = []
     for rec in assessed:
         statement = forecast_statement(by_label[rec.label], guideline, horizon)
-        out.append(NoduleRecommendation(
-            rec.label, rec.result, rec.volumetric, rec.vdt_days, rec.escalated, statement, rec.size_mm
-        ))
+        out.append(dataclasses.replace(rec, forecast_statement=statement))
     return out
 
 
