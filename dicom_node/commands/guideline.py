@@ -4,8 +4,8 @@ Reads one JSON object per line (stdin, or ``--input FILE``) and writes one JSON 
 stdout, in the same order, with the same ``id`` (contract: CLINICAL.md). Blank lines are skipped.
 A bad line is answered in-band with ``"error"``; the other lines are still answered.
 
-Exit codes: 0 every line answered without error; 2 at least one line had an error (all lines were
-still answered); 1 the input could not be read.
+Exit codes: 0 every line answered without error; 2 at least one line had an input error (all lines
+were still answered); 1 the input could not be read, or an internal error (also answered in-band).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def register(subparsers: Any, parent: argparse.ArgumentParser) -> None:
         epilog=(
             f"Example input line:\n  {EXAMPLE}\n\n"
             "Exit codes: 0 all lines answered without error; 2 some line had an error (answered in-band); "
-            "1 the input could not be read."
+            "1 the input could not be read or an internal error occurred."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -61,15 +61,22 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _answer_all(lines: Iterable[bytes], out: IO[bytes]) -> int:
-    answered = errors = 0
+    answered = errors = internal = 0
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        obj, ok = answer_line(raw, number)
+        try:
+            obj, ok = answer_line(raw, number)
+        except Exception as exc:  # a bug, not bad input: say so in-band, keep answering, exit 1
+            log.exception("guideline.internal_error", extra={"fields": {"line": number}})
+            obj, ok = {"id": None, "error": f"line {number}: internal error ({type(exc).__name__})"}, False
+            internal += 1
         # Bytes in explicit UTF-8 whatever the locale, so the output is the same everywhere.
         out.write((dumps(obj) + "\n").encode("utf-8"))
         out.flush()  # one answer per line as it comes: usable interactively and in pipes
         answered += 1
         errors += not ok
-    log_event(log, "guideline.done", lines=answered, errors=errors)
+    log_event(log, "guideline.done", lines=answered, errors=errors, internal_errors=internal)
+    if internal:
+        return 1
     return 0 if errors == 0 else 2

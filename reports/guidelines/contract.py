@@ -49,6 +49,8 @@ def answer_line(line: str | bytes, line_number: int | None = None) -> tuple[dict
         return _error(ident, f"{where}not valid UTF-8 ({exc.reason} at byte {exc.start})"), False
     except json.JSONDecodeError as exc:
         return _error(ident, f"{where}not valid JSON: {exc.msg} at column {exc.colno}"), False
+    except RecursionError:
+        return _error(ident, f"{where}JSON nested too deeply"), False
     except GuidelineInputError as exc:
         return _error(ident, f"{where}{exc}"), False
 
