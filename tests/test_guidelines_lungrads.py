@@ -467,6 +467,19 @@ def test_fast_vdt_escalation(before: str, after: str) -> None:
         assert "doubling time < 400 days" in e.rationale.text()
 
 
+@pytest.mark.parametrize(
+    "finding",
+    [
+        Finding(consistency="solid", mean_diameter_mm=9.0, workup="proven_benign"),
+        Finding(finding_type="airway_nodule", airway_level="subsegmental"),
+        Finding(finding_type="atypical_cyst", cyst_type="thick_walled"),
+    ],
+)
+def test_fast_vdt_does_not_escalate_benign_airway_or_cyst(finding: Finding) -> None:
+    r = lungrads.assess(finding)
+    assert lungrads.escalate_for_fast_growth(r, 100.0) is r
+
+
 def test_category_rank_orders_suspicion() -> None:
     order = ["1", "2", "3", "4A", "4B", "4X", "0"]
     assert sorted(order, key=lungrads.category_rank) == order

@@ -193,3 +193,12 @@ def test_from_tracked_nodule_and_tracking_uid_for_the_sr() -> None:
     per = r.nodules[0]
     assert per.tracking_uid == "1.2.3.4" and per.category == r.category
     assert per.text and per.followup_months_min == r.followup_months_min
+
+
+def test_context_from_config_section_with_overrides() -> None:
+    from dicom_node.config import GuidelineSection
+
+    c = StudyContext.from_settings(GuidelineSection(screening_program=True, risk="high"), DAY, age_years=None)
+    assert c.screening and c.risk == "high" and c.age_years is None and c.chosen_guideline == "lungrads2022"
+    c2 = StudyContext.from_settings(GuidelineSection(), DAY, screening=True, guideline="fleischner2017", age_years=70)
+    assert c2.chosen_guideline == "fleischner2017" and c2.age_years == 70

@@ -99,7 +99,7 @@ CONV_PROVEN_BENIGN = "workup proven_benign gives category 2 whatever the prior c
 CONV_FAST_VDT = (
     "A measured volume doubling time < 400 days with significant volume growth (> 25 %) escalates a "
     "finding: category 3, 4A or 4B -> 4X (fast growth is an additional feature raising suspicion); "
-    "category 2 -> 4A; categories 0 and 1 are unchanged"
+    "category 2 -> 4A; categories 0 and 1, proven-benign lesions, airway nodules and cysts are unchanged"
 )
 
 _ANNUAL = ("Continue annual screening with LDCT in 12 months.", 12, 12)
@@ -151,6 +151,9 @@ class LungRadsResult:
     growth_mm: Decimal | None  # mean-diameter change used for growth (solid part for part-solid)
     status: str  # baseline | new | growing | not_growing | not_assessed | exam
     rationale: Rationale
+    # False for findings whose category fast growth must not change: exams, benign features,
+    # proven-benign lesions, airway nodules and cysts (their own rules already use change).
+    escalable: bool = True
 
     def __post_init__(self) -> None:
         if self.category.removesuffix("S") not in CATEGORY_RANK:
@@ -249,14 +252,14 @@ def assess(finding: Finding) -> LungRadsResult:
         followup_months_max=months_max, growth=growth.met if growth.assessed else None,
         growth_mm=growth.delta_mm, status=status,
         rationale=trace.rationale(f"Lung-RADS v2022 category {category}: {rule}"),
+        escalable=finding.finding_type in (None, "nodule") and finding.workup is None,
     )
 
 
 def escalate_for_fast_growth(result: LungRadsResult, vdt_days: float) -> LungRadsResult:
     """Apply :data:`CONV_FAST_VDT` (caller has checked VDT < 400 d with significant growth)."""
-    base = result.base_category
-    target = {"2": "4A", "3": "4X", "4A": "4X", "4B": "4X"}.get(base)
-    if target is None:
+    target = {"2": "4A", "3": "4X", "4A": "4X", "4B": "4X"}.get(result.base_category)
+    if target is None or not result.escalable:
         return result
     suffix = "S" if result.category.endswith("S") else ""
     management, months_min, months_max = management_for(target + suffix)

@@ -157,6 +157,19 @@ class StudyContext:
         if self.risk not in RISKS:
             raise GuidelineInputError(f"risk must be one of {', '.join(RISKS)}; got {self.risk!r}")
 
+    @classmethod
+    def from_settings(cls, settings: Any, study_date: dt.date, **overrides: Any) -> "StudyContext":
+        """From the config's ``[guideline]`` section plus per-study values (``None`` = not known).
+
+        ``settings`` needs ``screening_program`` and ``risk`` (``dicom_node.config.GuidelineSection``;
+        duck-typed because ``reports`` must not import the service). Its ``default_age_years`` is
+        deliberately not used: an unknown age is handled by Fleischner's own assumption (adult
+        >= 35 years), which the text states, instead of a made-up age that would read as measured.
+        """
+        values: dict[str, Any] = {"screening": bool(settings.screening_program), "risk": settings.risk}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(study_date=study_date, **values)
+
     @property
     def chosen_guideline(self) -> str:
         if self.guideline is not None:
