@@ -15,8 +15,13 @@ from .logs import setup_logging
 # Only commands that really work are listed. Order = order in --help.
 COMMAND_MODULES = [
     "dicom_node.commands.phantom",
+    "dicom_node.commands.serve",
+    "dicom_node.commands.worker",
+    "dicom_node.commands.complete",
+    "dicom_node.commands.status",
     "dicom_node.commands.db",
     "dicom_node.commands.guideline",
+    "dicom_node.commands.analyze",
 ]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

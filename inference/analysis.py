@@ -1,0 +1,244 @@
+"""One study pair → tracked nodules: the imaging core's single entry point.
+
+``analyze_pair(prior, current)`` is pure (arrays in, dataclasses out): it computes lung masks,
+registers the prior to the current study, collects nodule seeds (tracked nodules from the database,
+the prior's annotations, the automatic detector), segments and measures every nodule at both time
+points, matches them, and computes growth. It records how long each stage took and why nodules were
+classified as new or resolved, so that the pipeline can log and report it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .detection import Candidate, Seed, detect_nodules, is_nodule, shape_features
+from .lung import LungMask, compute_lung_mask
+from .measure import measure
+from .registration import RigidTransform, refine_local, register_rigid
+from .segmentation import segment_nodule
+from .tracking import match_confidence, match_nodules, mint_tracking_uid, volume_change_pct, volume_doubling_time
+from .types import CTVolume, NoduleMeasurement, TrackedNodule
+
+log = logging.getLogger("noduletrack.inference.analysis")
+
+ProgressFn = Callable[[str, float], None]  # (stage, fraction done 0..1)
+
+
+class AnalysisError(ValueError):
+    """The pair cannot be analysed (no lungs, incompatible series...); the message says why."""
+
+
+@dataclass
+class StudyAnalysis:
+    """Result of :func:`analyze_pair`."""
+
+    nodules: list[TrackedNodule]
+    timings: dict[str, float]  # seconds per stage
+    notes: list[str] = field(default_factory=list)  # reasons/decisions worth reporting
+    transform: RigidTransform | None = None  # current → prior LPS
+    interval_days: int | None = None
+    current_lung: LungMask | None = None
+    prior_lung: LungMask | None = None
+
+
+@dataclass
+class _Found:
+    meas: NoduleMeasurement
+    seg_volume: float
+    source: str
+    tracking_uid: str | None = None
+    tracking_id: str | None = None
+
+
+def _stage(timings: dict[str, float], name: str, progress: ProgressFn | None, frac: float):
+    @contextmanager
+    def cm() -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+            if progress is not None:
+                progress(name, frac)
+    return cm()
+
+
+def _segment_at(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, search_mm: float | None = None,
+                require_shape: bool = True) -> NoduleMeasurement | None:
+    g = vol.geometry
+    idx = g.lps_to_index(np.asarray(center_mm, float))
+    if np.any(idx < 0) or np.any(idx > np.asarray(g.shape) - 1):
+        return None
+    seg = segment_nodule(vol, lung, idx, radius_hint_mm=radius_mm, search_mm=search_mm)
+    if seg is None:
+        return None
+    if require_shape:
+        sx, sy, sz = g.spacing
+        if not is_nodule(shape_features(seg, (sz, sy, sx))):
+            return None
+    return measure(vol, seg)
+
+
+def _radius(m: NoduleMeasurement) -> float:
+    return max(2.0, 0.5 * (6.0 * max(m.volume_mm3, 1.0) / np.pi) ** (1 / 3))
+
+
+def _inside(m: NoduleMeasurement, vol: CTVolume, point_mm) -> bool:
+    idx = np.rint(vol.geometry.lps_to_index(np.asarray(point_mm, float))).astype(int) - np.asarray(m.mask_offset)
+    if np.any(idx < 0) or np.any(idx >= np.asarray(m.mask.shape)):
+        return False
+    return bool(m.mask[tuple(idx)])
+
+
+def _collect(vol: CTVolume, lung: LungMask, seeds: Sequence[Seed], detected: list[Candidate]) -> list[_Found]:
+    """Segment explicit seeds (keeping their UIDs), then add detections not already covered."""
+    found: list[_Found] = []
+    for s in seeds:
+        m = _segment_at(vol, lung, s.center_mm, s.radius_mm, search_mm=max(3.0, 0.7 * s.radius_mm),
+                        require_shape=False)
+        if m is None:
+            continue
+        if any(_inside(f.meas, vol, m.center_mm) for f in found):
+            continue
+        found.append(_Found(m, m.volume_mm3, s.source, s.tracking_uid, s.tracking_id))
+    for c in detected:
+        m = measure(vol, c.segmentation)
+        if any(_inside(f.meas, vol, m.center_mm) or _inside(m, vol, f.meas.center_mm) for f in found):
+            continue
+        found.append(_Found(m, m.volume_mm3, "detector"))
+    return found
+
+
+def analyze_pair(
+    prior: CTVolume | None,
+    current: CTVolume,
+    *,
+    known_nodules: Sequence[Seed] = (),
+    prior_annotations: Sequence[Seed] = (),
+    progress: ProgressFn | None = None,
+) -> StudyAnalysis:
+    """Find, segment, measure and track nodules of ``current`` against ``prior``.
+
+    ``known_nodules``: nodules already tracked for this patient, centres in the *prior* study's LPS
+    space (or the current one's when ``prior`` is None), with their tracking UIDs.
+    ``prior_annotations``: seeds parsed from SR/SEG objects that came with the prior
+    (:func:`inference.detection.seeds_from_annotations`).
+    """
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    with _stage(timings, "lung_mask", progress, 0.1):
+        try:
+            lung_c = compute_lung_mask(current)
+            lung_p = compute_lung_mask(prior) if prior is not None else None
+        except ValueError as exc:
+            raise AnalysisError(str(exc)) from exc
+    transform = None
+    if prior is not None:
+        with _stage(timings, "registration", progress, 0.25):
+            transform = register_rigid(prior, current)
+            notes.append(f"rigid registration: rotation {transform.rotation_deg:.2f}°, translation "
+                         f"{np.round(transform.translation_mm, 1).tolist()} mm")
+    with _stage(timings, "detection", progress, 0.6):
+        det_c = detect_nodules(current, lung_c)
+        det_p = detect_nodules(prior, lung_p) if prior is not None and lung_p is not None else []
+    with _stage(timings, "segmentation", progress, 0.75):
+        if prior is None:
+            cur_found = _collect(current, lung_c, list(known_nodules), det_c)
+            prior_found: list[_Found] = []
+        else:
+            prior_found = _collect(prior, lung_p, list(known_nodules) + list(prior_annotations), det_p)
+            cur_found = _collect(current, lung_c, [], det_c)
+
+    interval = None
+    if prior is not None and prior.study_date and current.study_date:
+        interval = (current.study_date - prior.study_date).days
+        if interval <= 0:
+            notes.append(f"prior study date is not before the current one (interval {interval} days): no VDT")
+    tracked: list[TrackedNodule] = []
+    with _stage(timings, "tracking", progress, 0.95):
+        pairs: list[tuple[_Found | None, _Found | None, float | None]] = []
+        if prior is not None and transform is not None:
+            mapped = []
+            locals_ = []
+            for f in prior_found:
+                c_cur = transform.to_current(np.asarray(f.meas.center_mm))[None][0]
+                loc = refine_local(prior, current, transform, c_cur, radius_mm=max(20.0, 3 * _radius(f.meas)))
+                locals_.append(loc)
+                mapped.append(loc.to_current(np.asarray(f.meas.center_mm)))
+            mapped_arr = np.asarray(mapped).reshape(-1, 3)
+            matches = match_nodules([f.meas for f in prior_found], mapped_arr, [f.meas for f in cur_found])
+            used_p = {m.prior_index for m in matches}
+            used_c = {m.current_index for m in matches}
+            for m in matches:
+                pairs.append((prior_found[m.prior_index], cur_found[m.current_index], m.confidence))
+            # prior nodules the current detector missed: segment at the mapped position
+            for i, f in enumerate(prior_found):
+                if i in used_p:
+                    continue
+                m_cur = _segment_at(current, lung_c, mapped_arr[i], _radius(f.meas),
+                                    search_mm=max(4.0, 0.8 * _radius(f.meas)), require_shape=False)
+                if m_cur is not None and not any(_inside(c.meas, current, m_cur.center_mm) for c in cur_found):
+                    d = float(np.linalg.norm(np.asarray(m_cur.center_mm) - mapped_arr[i]))
+                    conf = match_confidence(d, 3.0 + 0.25 * max(f.meas.mean_diameter_mm, m_cur.mean_diameter_mm),
+                                            f.meas.volume_mm3, m_cur.volume_mm3)
+                    pairs.append((f, _Found(m_cur, m_cur.volume_mm3, "propagated"), conf))
+                else:
+                    pairs.append((f, None, None))
+                    notes.append(f"prior nodule at {np.round(f.meas.center_mm, 1).tolist()} not found in the current "
+                                 "study: resolved")
+            # current nodules without a prior match: look in the prior at the mapped-back position
+            for j, f in enumerate(cur_found):
+                if j in used_c:
+                    continue
+                back = transform.to_prior(np.asarray(f.meas.center_mm))
+                loc = refine_local(prior, current, transform, np.asarray(f.meas.center_mm),
+                                   radius_mm=max(20.0, 3 * _radius(f.meas)))
+                back = loc.to_prior(np.asarray(f.meas.center_mm))
+                m_pri = _segment_at(prior, lung_p, back, _radius(f.meas), search_mm=max(3.0, 0.6 * _radius(f.meas)),
+                                    require_shape=False)
+                if m_pri is not None and not any(_inside(p.meas, prior, m_pri.center_mm) for p in prior_found):
+                    mp = loc.to_current(np.asarray(m_pri.center_mm))
+                    d = float(np.linalg.norm(mp - np.asarray(f.meas.center_mm)))
+                    conf = match_confidence(d, 3.0 + 0.25 * max(f.meas.mean_diameter_mm, m_pri.mean_diameter_mm),
+                                            m_pri.volume_mm3, f.meas.volume_mm3)
+                    pairs.append((_Found(m_pri, m_pri.volume_mm3, "propagated"), f, conf))
+                else:
+                    pairs.append((None, f, None))
+        else:
+            pairs = [(None, f, None) for f in cur_found]
+
+        # stable order: by current (or prior) position, superior to inferior then right to left
+        def key(p):
+            m = (p[1] or p[0]).meas
+            return (-m.center_mm[2], m.center_mm[0], m.center_mm[1])
+
+        pairs.sort(key=key)
+        for n, (fp, fc, conf) in enumerate(pairs, start=1):
+            uid = (fp.tracking_uid if fp else None) or (fc.tracking_uid if fc else None)
+            label = (fp.tracking_id if fp else None) or (fc.tracking_id if fc else None) or f"Nodule {n}"
+            if uid is None:
+                first, study = (fp, prior) if fp is not None else (fc, current)
+                uid = mint_tracking_uid(study.study_instance_uid, first.meas.center_mm)  # type: ignore[union-attr]
+            if fp is not None and fc is not None:
+                status = "tracked"
+            elif fc is not None:
+                status = "new"
+            else:
+                status = "resolved"
+            vdt = chg = None
+            if fp is not None and fc is not None:
+                chg = volume_change_pct(fp.meas.volume_mm3, fc.meas.volume_mm3)
+                vdt = volume_doubling_time(fp.meas.volume_mm3, fc.meas.volume_mm3, interval)
+            tracked.append(TrackedNodule(
+                tracking_uid=uid, tracking_id=label, status=status,  # type: ignore[arg-type]
+                current=fc.meas if fc else None, prior=fp.meas if fp else None,
+                interval_days=interval, match_confidence=conf, vdt_days=vdt, volume_change_pct=chg,
+            ))
+    return StudyAnalysis(nodules=tracked, timings=timings, notes=notes, transform=transform,
+                         interval_days=interval, current_lung=lung_c, prior_lung=lung_p)
