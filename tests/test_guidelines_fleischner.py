@@ -57,7 +57,7 @@ def test_solid_table_cell(multiplicity, risk, d, expected, optional, words) -> N
     assert months(r) == expected
     assert r.optional is optional
     assert words in r.recommendation
-    assert multiplicity in r.category and f"{risk} risk" in r.category
+    assert multiplicity in r.category and f"{risk}-risk" in r.category
     assert "Radiology 2017;284:228-243" in r.rationale.text()
 
 
@@ -145,6 +145,13 @@ def test_part_solid_solid_component_boundaries(solid_part: float, expected_month
         assert months(r) == expected_months, multiplicity
         if multiplicity == "single" or solid_part >= 5.5:  # multiple, solid part < 6: the multiple row
             assert words in r.recommendation
+
+
+def test_every_category_label_fits_the_database_column() -> None:
+    # dicom_node.models.Recommendation.category is String(32); PostgreSQL enforces it.
+    cells = [*fleischner._SOLID.values(), *fleischner._SUBSOLID.values(), fleischner._SOLID_COMPONENT_6,
+             fleischner._SOLID_COMPONENT_8, fleischner._GROWTH, fleischner._FAST_VDT]
+    assert all(len(c.category) <= 32 for c in cells)
 
 
 def test_solid_component_rule_ranks_above_plain_part_solid() -> None:

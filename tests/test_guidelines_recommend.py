@@ -59,7 +59,7 @@ def test_most_suspicious_nodule_drives_fleischner_with_multiple_rows() -> None:
         NoduleInput("Nodule 2", "part_solid", mean_diameter_mm=10.0, solid_component_mm=7.0),
     ]
     r = recommend(nodules, ctx(risk="high"))
-    assert r.driver == "Nodule 2" and "solid component" in r.category
+    assert r.driver == "Nodule 2" and "solid part" in r.category
     n1 = next(n for n in r.nodules if n.label == "Nodule 1")
     assert "multiple" in n1.result.category  # multiplicity comes from the number of nodules
 

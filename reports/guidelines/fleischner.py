@@ -77,75 +77,75 @@ _OPTIONAL_12 = "Optional CT at 12 months."
 
 # Solid nodules: (multiplicity, risk, size band) -> cell.
 _SOLID: dict[tuple[str, str, str], _Cell] = {
-    ("single", "low", "<6"): _Cell("solid <6 mm, single, low risk", _NO_FOLLOWUP, None, None, RANK_NONE),
-    ("single", "high", "<6"): _Cell("solid <6 mm, single, high risk", _OPTIONAL_12, 12, 12, RANK_OPTIONAL, True),
+    ("single", "low", "<6"): _Cell("solid <6 mm single low-risk", _NO_FOLLOWUP, None, None, RANK_NONE),
+    ("single", "high", "<6"): _Cell("solid <6 mm single high-risk", _OPTIONAL_12, 12, 12, RANK_OPTIONAL, True),
     ("single", "low", "6-8"): _Cell(
-        "solid 6-8 mm, single, low risk", "CT at 6-12 months, then consider CT at 18-24 months.", 6, 12, RANK_6_12
+        "solid 6-8 mm single low-risk", "CT at 6-12 months, then consider CT at 18-24 months.", 6, 12, RANK_6_12
     ),
     ("single", "high", "6-8"): _Cell(
-        "solid 6-8 mm, single, high risk", "CT at 6-12 months, then CT at 18-24 months.", 6, 12, RANK_6_12
+        "solid 6-8 mm single high-risk", "CT at 6-12 months, then CT at 18-24 months.", 6, 12, RANK_6_12
     ),
     ("single", "low", ">8"): _Cell(
-        "solid >8 mm, single, low risk", "Consider CT at 3 months, PET/CT, or tissue sampling.", 3, 3,
+        "solid >8 mm single low-risk", "Consider CT at 3 months, PET/CT, or tissue sampling.", 3, 3,
         RANK_3_MONTH_WORKUP,
     ),
     ("single", "high", ">8"): _Cell(
-        "solid >8 mm, single, high risk", "Consider CT at 3 months, PET/CT, or tissue sampling.", 3, 3,
+        "solid >8 mm single high-risk", "Consider CT at 3 months, PET/CT, or tissue sampling.", 3, 3,
         RANK_3_MONTH_WORKUP,
     ),
-    ("multiple", "low", "<6"): _Cell("solid <6 mm, multiple, low risk", _NO_FOLLOWUP, None, None, RANK_NONE),
+    ("multiple", "low", "<6"): _Cell("solid <6 mm multiple low-risk", _NO_FOLLOWUP, None, None, RANK_NONE),
     ("multiple", "high", "<6"): _Cell(
-        "solid <6 mm, multiple, high risk", _OPTIONAL_12, 12, 12, RANK_OPTIONAL, True
+        "solid <6 mm multiple high-risk", _OPTIONAL_12, 12, 12, RANK_OPTIONAL, True
     ),
     ("multiple", "low", "6-8"): _Cell(
-        "solid 6-8 mm, multiple, low risk", "CT at 3-6 months, then consider CT at 18-24 months.", 3, 6, RANK_3_6
+        "solid 6-8 mm multiple low-risk", "CT at 3-6 months, then consider CT at 18-24 months.", 3, 6, RANK_3_6
     ),
     ("multiple", "high", "6-8"): _Cell(
-        "solid 6-8 mm, multiple, high risk", "CT at 3-6 months, then CT at 18-24 months.", 3, 6, RANK_3_6
+        "solid 6-8 mm multiple high-risk", "CT at 3-6 months, then CT at 18-24 months.", 3, 6, RANK_3_6
     ),
     ("multiple", "low", ">8"): _Cell(
-        "solid >8 mm, multiple, low risk", "CT at 3-6 months, then consider CT at 18-24 months.", 3, 6, RANK_3_6
+        "solid >8 mm multiple low-risk", "CT at 3-6 months, then consider CT at 18-24 months.", 3, 6, RANK_3_6
     ),
     ("multiple", "high", ">8"): _Cell(
-        "solid >8 mm, multiple, high risk", "CT at 3-6 months, then CT at 18-24 months.", 3, 6, RANK_3_6
+        "solid >8 mm multiple high-risk", "CT at 3-6 months, then CT at 18-24 months.", 3, 6, RANK_3_6
     ),
 }
 
 # Subsolid nodules: (kind, size band) -> cell; kind = ground_glass | part_solid (single) | multiple.
 _SUBSOLID: dict[tuple[str, str], _Cell] = {
-    ("ground_glass", "<6"): _Cell("ground-glass <6 mm, single", _NO_FOLLOWUP, None, None, RANK_NONE),
+    ("ground_glass", "<6"): _Cell("ground-glass <6 mm single", _NO_FOLLOWUP, None, None, RANK_NONE),
     ("ground_glass", ">=6"): _Cell(
-        "ground-glass >=6 mm, single",
+        "ground-glass >=6 mm single",
         "CT at 6-12 months to confirm persistence, then CT every 2 years until 5 years.",
         6, 12, RANK_6_12,
     ),
-    ("part_solid", "<6"): _Cell("part-solid <6 mm, single", _NO_FOLLOWUP, None, None, RANK_NONE),
+    ("part_solid", "<6"): _Cell("part-solid <6 mm single", _NO_FOLLOWUP, None, None, RANK_NONE),
     ("part_solid", ">=6"): _Cell(
-        "part-solid >=6 mm, single",
+        "part-solid >=6 mm single",
         "CT at 3-6 months to confirm persistence; if unchanged and the solid component remains < 6 mm, "
         "annual CT for 5 years.",
         3, 6, RANK_3_6,
     ),
     ("multiple", "<6"): _Cell(
-        "subsolid <6 mm, multiple", "CT at 3-6 months; if stable, consider CT at 2 and 4 years.", 3, 6, RANK_3_6
+        "subsolid <6 mm multiple", "CT at 3-6 months; if stable, consider CT at 2 and 4 years.", 3, 6, RANK_3_6
     ),
     ("multiple", ">=6"): _Cell(
-        "subsolid >=6 mm, multiple",
+        "subsolid >=6 mm multiple",
         "CT at 3-6 months; subsequent management based on the most suspicious nodule.",
         3, 6, RANK_3_6,
     ),
 }
 _SOLID_COMPONENT_6 = _Cell(
-    "part-solid, solid component >=6 mm",
+    "part-solid, solid part >=6 mm",
     "CT at 3-6 months to confirm persistence; a persistent part-solid nodule with a solid component "
     ">= 6 mm is highly suspicious.",
     3, 6, RANK_SUSPICIOUS_3_6,
 )
 _SOLID_COMPONENT_8 = _Cell(
-    "part-solid, solid component >8 mm", "PET/CT, biopsy or resection.", None, None, RANK_WORKUP
+    "part-solid, solid part >8 mm", "PET/CT, biopsy or resection.", None, None, RANK_WORKUP
 )
 _GROWTH = _Cell(
-    "significant growth",
+    "significant growth (>=2 mm)",
     "Significant growth (>= 2 mm): consider PET/CT, tissue sampling or resection; if not pursued, CT at 3 months.",
     3, 3, RANK_3_MONTH_WORKUP,
 )
@@ -163,7 +163,7 @@ class FleischnerResult:
     applicable: bool
     reason: str | None  # why not applicable; None when applicable
     rounded_diameter_mm: int | None
-    category: str  # the table cell, e.g. "solid 6-8 mm, single, low risk"
+    category: str  # the table cell, e.g. "solid 6-8 mm single low-risk"
     recommendation: str
     followup_months_min: int | None  # first follow-up CT; None when none (or work-up instead)
     followup_months_max: int | None
