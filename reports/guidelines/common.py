@@ -126,6 +126,7 @@ class Trace:
     """Collects, while a rule runs, the inputs it looked at and the conventions it relied on."""
 
     source: str
+    order: tuple[str, ...] = ()  # how inputs are listed (the contract's field order); others last
     inputs: dict[str, str] = field(default_factory=dict)
     conventions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -147,9 +148,11 @@ class Trace:
             self.notes.append(text)
 
     def rationale(self, rule: str) -> Rationale:
+        rank = {name: i for i, name in enumerate(self.order)}
+        inputs = sorted(self.inputs.items(), key=lambda kv: rank.get(kv[0], len(rank)))
         return Rationale(
             rule=rule,
-            inputs=tuple(self.inputs.items()),
+            inputs=tuple(inputs),
             source=self.source,
             conventions=tuple(self.conventions),
             notes=tuple(self.notes),

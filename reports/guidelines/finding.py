@@ -204,6 +204,10 @@ class Finding:
         return out
 
 
+# The contract's field order: rationales list the inputs that mattered in this order.
+FIELD_ORDER: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Finding))
+
+
 def _field_kinds() -> dict[str, str]:
     kinds = {}
     for f in dataclasses.fields(Finding):

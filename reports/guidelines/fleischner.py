@@ -25,7 +25,7 @@ from .common import (
     round_half_up,
     to_decimal,
 )
-from .finding import Finding
+from .finding import FIELD_ORDER, Finding
 
 MIN_AGE_YEARS = 35
 SIGNIFICANT_GROWTH_MM = Decimal(2)
@@ -216,7 +216,7 @@ def not_applicable_reasons(finding: Finding) -> list[str]:
 
 def assess(finding: Finding) -> FleischnerResult:
     """Apply Fleischner 2017 to one nodule; raises :class:`GuidelineInputError` for missing inputs."""
-    trace = Trace(FLEISCHNER_SOURCE)
+    trace = Trace(FLEISCHNER_SOURCE, order=FIELD_ORDER)
     for name in ("age_years", "screening", "known_cancer", "immunocompromised"):
         trace.use(name, getattr(finding, name))
     rounded = None if finding.mean_diameter_mm is None else int(round_half_up(finding.mean_diameter_mm))

@@ -34,7 +34,7 @@ from .common import (
     sphere_diameter_mm,
     to_decimal,
 )
-from .finding import Finding
+from .finding import FIELD_ORDER, Finding
 
 CATEGORY_RANK = {"1": 1, "2": 2, "3": 3, "4A": 4, "4B": 5, "4X": 6, "0": 7}
 # Volume alternative of each diameter threshold (CLINICAL.md table; spheres rounded as Lung-RADS does).
@@ -232,7 +232,7 @@ class _Growth:
 
 def assess(finding: Finding) -> LungRadsResult:
     """Score one finding with Lung-RADS v2022; raises :class:`GuidelineInputError` for missing inputs."""
-    trace = Trace(LUNGRADS_SOURCE)
+    trace = Trace(LUNGRADS_SOURCE, order=FIELD_ORDER)
     growth = _growth(finding, trace)
     status = _status(finding, growth)
     category, rule = _categorize(finding, growth, status, trace)
@@ -392,7 +392,8 @@ def _categorize(f: Finding, growth: _Growth, status: str, trace: Trace) -> tuple
         raise GuidelineInputError("consistency is required for a Lung-RADS nodule")
     trace.use("consistency", f.consistency)
     total = _total_size(f, trace)
-    trace.use("status", status)
+    trace.use("baseline", f.baseline)
+    trace.use("new", f.new)
     juxtapleural = _juxtapleural(f, total, growth, trace)
     if juxtapleural:
         return "2", juxtapleural

@@ -109,7 +109,8 @@ class NoduleInput:
     @classmethod
     def from_tracked(cls, tracked: Any, study_date: dt.date) -> "NoduleInput":
         """From an ``inference.types.TrackedNodule`` (current measurement required)."""
-        cur, prior = tracked.current, tracked.prior
+        cur = tracked.current
+        prior = None if tracked.status == "new" else tracked.prior  # a new nodule has no prior by definition
         if cur is None:
             raise GuidelineInputError(f"{tracked.tracking_id}: a resolved nodule has no current measurement")
         points: tuple[ForecastPoint, ...] = ()

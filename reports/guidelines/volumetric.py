@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from .common import VOLUMETRIC_SOURCE, GuidelineInputError, Rationale, Trace, round_half_up, to_decimal
-from .finding import Finding
+from .finding import FIELD_ORDER, Finding
 
 SIGNIFICANT_CHANGE_PCT = Decimal(25)
 FAST_VDT_DAYS = Decimal(400)
@@ -108,7 +108,7 @@ def vdt_band(vdt_days: Decimal | None, prior_volume_mm3: float, volume_mm3: floa
 
 def assess(finding: Finding) -> VolumetricResult:
     """VDT, volume change and band (and programme thresholds when ``program`` is given)."""
-    trace = Trace(VOLUMETRIC_SOURCE)
+    trace = Trace(VOLUMETRIC_SOURCE, order=FIELD_ORDER)
     if finding.volume_mm3 is None and finding.program != "BTS":
         raise GuidelineInputError("volume_mm3 is required for the volumetric rules")
     vdt = change = band = significant = None
