@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "dicom_node.commands.db",
     "dicom_node.commands.guideline",
     "dicom_node.commands.analyze",
+    "dicom_node.commands.train",
+    "dicom_node.commands.evaluate",
 ]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
