@@ -202,3 +202,13 @@ def test_context_from_config_section_with_overrides() -> None:
     assert c.screening and c.risk == "high" and c.age_years is None and c.chosen_guideline == "lungrads2022"
     c2 = StudyContext.from_settings(GuidelineSection(), DAY, screening=True, guideline="fleischner2017", age_years=70)
     assert c2.chosen_guideline == "fleischner2017" and c2.age_years == 70
+
+
+def test_study_recommendation_satisfies_the_sr_writer_protocol() -> None:
+    from reports.sr import StudyRecommendationLike, _per_nodule
+
+    n = NoduleInput("Nodule 1", "solid", mean_diameter_mm=9.0, tracking_uid="1.2.826.0.1.3680043.9.7")
+    rec = recommend([n], ctx(screening=True, baseline=True))
+    assert isinstance(rec, StudyRecommendationLike)
+    per = _per_nodule(rec, "1.2.826.0.1.3680043.9.7")  # how the SR finds a nodule's own result
+    assert per is not None and per.category == "4A" and per.guideline == "lungrads2022"
