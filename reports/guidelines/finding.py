@@ -15,6 +15,7 @@ has no field for them: ``contains_fat`` (fat-containing nodule -> Lung-RADS 1) a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -127,6 +128,12 @@ class Finding:
             if too_low or value > high:
                 bound = f"{'>=' if low_inclusive else '>'} {low:g}"
                 raise GuidelineInputError(f"{name} must be {bound} and <= {high:g}; got {value!r}")
+        for name, kind in _field_kinds().items():
+            value = getattr(self, name)
+            if kind == "boolean" and value is not None and not isinstance(value, bool):
+                raise GuidelineInputError(f"{name} must be true or false; got {value!r}")
+            if kind == "string" and value is not None and not isinstance(value, str):
+                raise GuidelineInputError(f"{name} must be a string; got {value!r}")
         if self.prior_category is not None:
             if self.prior_category.removesuffix("S") not in LUNGRADS_CATEGORIES:
                 raise GuidelineInputError(
@@ -137,6 +144,11 @@ class Finding:
             value = getattr(self, name)
             if value is not None and not value.strip():
                 raise GuidelineInputError(f"{name} must not be empty")
+        if isinstance(self.additional_suspicious_features, (str, bytes)) or not isinstance(
+            self.additional_suspicious_features, (list, tuple)
+        ):
+            raise GuidelineInputError("additional_suspicious_features must be a list of non-empty strings")
+        object.__setattr__(self, "additional_suspicious_features", tuple(self.additional_suspicious_features))
         for feature in self.additional_suspicious_features:
             if not isinstance(feature, str) or not feature.strip():
                 raise GuidelineInputError("additional_suspicious_features must be a list of non-empty strings")
@@ -208,7 +220,9 @@ class Finding:
 FIELD_ORDER: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Finding))
 
 
+@functools.cache
 def _field_kinds() -> dict[str, str]:
+    """JSON kind of every field (number, boolean, string, list), from the annotations."""
     kinds = {}
     for f in dataclasses.fields(Finding):
         annotation = str(f.type)
