@@ -33,7 +33,7 @@ def test_worked_example_5_9_is_2_and_6_0_is_3() -> None:
 
 @pytest.mark.parametrize(
     "d, expected",
-    [(1.0, "2"), (5.9, "2"), (5.94, "2"), (5.95, "3"), (6.0, "3"), (7.9, "3"), (8.0, "4A"), (8.5, "4A"),
+    [(1.0, "2"), (5.9, "2"), (5.94, "2"), (5.99, "2"), (6.0, "3"), (7.9, "3"), (8.0, "4A"), (8.5, "4A"),
      (14.9, "4A"), (15.0, "4B"), (40.0, "4B")],
 )
 def test_solid_baseline_bands(d: float, expected: str) -> None:
@@ -64,6 +64,8 @@ def test_solid_growing_bands(d: float, expected: str) -> None:
         (6.1, 7.7, 365, True),  # 1.6000000000000005 in floats
         (5.3, 6.8, 365, False),
         (6.0, 7.6, 366, True),  # 12 months includes a leap year
+        (6.0, 7.51, 365, True),  # not rounded: 1.51 > 1.5
+        (6.04, 7.54, 365, False),  # 1.5 exactly
         (6.0, 7.6, 367, False),  # longer than 12 months: slow growth
         (6.0, 5.0, 100, False),
     ],
@@ -102,11 +104,12 @@ def test_growth_by_volume_equivalent_diameter() -> None:
     assert "volume-equivalent" in r.rationale.text()
 
 
-def test_diameter_is_read_to_0_1_mm_and_never_rounded_to_whole_mm() -> None:
-    assert solid(7.96, baseline=True).category == "4A"  # read as 8.0 mm
-    assert "read as 8.0 mm" in solid(7.96, baseline=True).rationale.text()
-    assert solid(7.94, baseline=True).category == "3"  # 7.9: rounding to whole mm would give 8
+def test_diameter_is_compared_as_measured_never_rounded() -> None:
+    assert solid(7.96, baseline=True).category == "3"  # not rounded up to 8.0
+    assert solid(7.999, baseline=True).category == "3"
+    assert solid(5.95, baseline=True).category == "2"
     assert solid(5.5, baseline=True).category == "2"  # Fleischner would round this to 6
+    assert solid(8.0, baseline=True).category == "4A"
 
 
 @pytest.mark.parametrize(

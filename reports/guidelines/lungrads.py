@@ -13,7 +13,8 @@ Order of the rules (first match wins, then the 4X and S modifiers):
 4. benign calcification or fat -> 1          8. size bands by consistency and status
    airway nodule rules                          (baseline / new / growing)
 
-Sizes are mean diameters to 0.1 mm, never rounded to whole millimetres; where Lung-RADS gives a
+Sizes are mean diameters as measured (to 0.1 mm), never rounded before the comparison with a
+threshold (5.95 mm is < 6 mm; Fleischner would round it to 6); where Lung-RADS gives a
 volume alternative the diameter is used when given and the volume otherwise.
 """
 
@@ -46,10 +47,6 @@ JUXTAPLEURAL_LOCATIONS = ("juxtapleural", "perifissural")
 JUXTAPLEURAL_SHAPES = ("oval", "lentiform", "triangular")
 
 # --- conventions (CLINICAL.md: documented next to the rule, shown in the rationale) --------------
-CONV_DIAMETER_PRECISION = (
-    "Lung-RADS mean diameters are taken to 0.1 mm (rounded half-up at the second decimal) and "
-    "compared with the thresholds without rounding to whole millimetres"
-)
 CONV_VOLUME_ALTERNATIVE = (
     "Where Lung-RADS gives a volume alternative, the mean diameter is used when given and the volume "
     "otherwise (4/6/8/10/15/30 mm = 34/113/268/524/1,767/14,137 mm³)"
@@ -175,7 +172,7 @@ class LungRadsResult:
             "followup_months_min": self.followup_months_min,
             "followup_months_max": self.followup_months_max,
             "growth": self.growth,
-            "growth_mm": None if self.growth_mm is None else float(self.growth_mm),
+            "growth_mm": None if self.growth_mm is None else float(round_half_up(self.growth_mm, 1)),
             "status": self.status,
             "rationale": self.rationale.text(),
         }
@@ -206,7 +203,7 @@ def category_rank(category: str) -> int:
 
 @dataclass(frozen=True)
 class _Size:
-    """A size as Lung-RADS compares it: mean diameter (0.1 mm) when given, else volume."""
+    """A size as Lung-RADS compares it: the mean diameter as measured when given, else the volume."""
 
     diameter_mm: Decimal | None
     volume_mm3: float | None
@@ -283,7 +280,7 @@ def size_thresholds(consistency: str) -> tuple[SizeThreshold, ...]:
     return tuple(
         SizeThreshold(
             f"Lung-RADS {mm} mm ({VOLUME_AT_MM[mm]:,.0f} mm³)",
-            lambda d, mm=mm: round_half_up(d, 1) >= mm,
+            lambda d, mm=mm: d >= mm,
             lambda v, mm=mm: v >= VOLUME_AT_MM[mm],
         )
         for mm in mms
@@ -294,8 +291,8 @@ def size_thresholds(consistency: str) -> tuple[SizeThreshold, ...]:
 
 
 def _diameter(value: float) -> Decimal:
-    """A diameter as Lung-RADS reads it: to 0.1 mm (see :data:`CONV_DIAMETER_PRECISION`)."""
-    return round_half_up(value, 1)
+    """A diameter as Lung-RADS compares it: exactly as measured, not rounded (CLINICAL.md)."""
+    return to_decimal(value)
 
 
 def _growth(f: Finding, trace: Trace) -> _Growth:
@@ -335,11 +332,18 @@ def _growth(f: Finding, trace: Trace) -> _Growth:
     within = f.interval_days <= GROWTH_WINDOW_DAYS
     met = delta > GROWTH_MM and within
     verdict = "meets" if met else "does not meet"
-    trace.note(f"{basis.capitalize()} changed by {delta:+} mm ({prior} -> {current} mm) in "
+    trace.note(f"{basis.capitalize()} changed by {'+' if delta >= 0 else ''}{_mm(delta)} mm "
+               f"({_mm(prior)} -> {_mm(current)} mm) in "
                f"{f.interval_days:g} days: {verdict} the growth definition")
     if delta > GROWTH_MM and not within:
         trace.note("The increase took longer than 12 months (slow growth)")
     return _Growth(assessed=True, met=met, delta_mm=delta)
+
+
+def _mm(value: Decimal) -> str:
+    """A millimetre value for display: 0.1 mm, or 0.01 mm when the input had that precision."""
+    tenth, hundredth = round_half_up(value, 1), round_half_up(value, 2)
+    return str(tenth if tenth == hundredth else hundredth)
 
 
 def _status(f: Finding, growth: _Growth) -> str:
@@ -425,12 +429,8 @@ def _exam_flags(f: Finding, trace: Trace) -> list[str]:
 
 def _total_size(f: Finding, trace: Trace) -> _Size:
     if f.mean_diameter_mm is not None:
-        d = _diameter(f.mean_diameter_mm)
-        if d != to_decimal(f.mean_diameter_mm):
-            trace.use("mean_diameter_mm", f.mean_diameter_mm, f"{f.mean_diameter_mm!r} (read as {d} mm)")
-            trace.convention(CONV_DIAMETER_PRECISION)
         trace.use("mean_diameter_mm", f.mean_diameter_mm)
-        return _Size(d, None)
+        return _Size(_diameter(f.mean_diameter_mm), None)
     if f.volume_mm3 is not None:
         trace.use("volume_mm3", f.volume_mm3)
         trace.convention(CONV_VOLUME_ALTERNATIVE)
