@@ -52,11 +52,14 @@ class NodeSection:
 @dataclass(frozen=True)
 class StorageSection:
     spool: str = "./var/spool"
+    results: str = "./var/results"  # SEG/SR/key images we wrote, kept until sent (and after)
     fsync: bool = True  # fsync every instance before acknowledging it
 
     def validate(self) -> None:
         if not self.spool:
             raise ConfigError("storage.spool must not be empty")
+        if not self.results:
+            raise ConfigError("storage.results must not be empty")
 
 
 @dataclass(frozen=True)

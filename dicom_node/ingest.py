@@ -13,7 +13,7 @@ import datetime as dt
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -240,8 +240,15 @@ class Indexer:
         dialect = postgresql if self.db.is_postgresql else sqlite
         return dialect.insert(table).values(**values).on_conflict_do_nothing()
 
-    def index(self, info: InstanceInfo, path: str, size: int, transfer_syntax: str, calling_ae: str) -> bool:
-        """Index one stored instance. Returns True if it is new, False for a duplicate UID."""
+    def index(self, info: InstanceInfo, path: str, size: int, transfer_syntax: str, calling_ae: str,
+              on_new: Callable[[], None] | None = None) -> bool:
+        """Index one instance. Returns True if it is new, False for a duplicate UID.
+
+        ``on_new`` runs inside the transaction after the row was inserted and before the commit
+        (the SCP renames the fsync'd temp file into place there): a duplicate never replaces the
+        stored file, and two receivers racing with the same UID cannot leave the file and the row
+        describing different objects. If ``on_new`` raises, nothing is indexed.
+        """
         now = utcnow()
         with self.db.write_engine.begin() as s:  # Core, not ORM: this runs once per instance
             study_pk = self._study_pk(s, info, now)
@@ -263,6 +270,8 @@ class Indexer:
                 ).returning(Instance.id)
             )
             new = result.first() is not None  # nothing returned = the UID was already indexed
+            if new and on_new is not None:
+                on_new()
             if new:
                 s.execute(
                     update(Study)

@@ -39,7 +39,7 @@ from .ingest import (
 )
 from .logs import log_event
 from .models import AuditEvent, utcnow
-from .spool import Spool
+from .spool import Spool, relative_path
 
 log = logging.getLogger("noduletrack.scp")
 
@@ -156,10 +156,11 @@ class StorageSCP:
         stats = self._assocs.get(key)
         if stats is None:
             req = event.assoc.requestor
-            acc = event.assoc.acceptor
+            # The AE title the peer asked for (ours is in acceptor.ae_title).
+            called = getattr(req.primitive, "called_ae_title", None) or event.assoc.acceptor.ae_title
             stats = _AssocStats(
                 calling_ae=str(req.ae_title).strip(),
-                called_ae=str(acc.ae_title).strip(),
+                called_ae=str(called).strip(),
                 peer=f"{req.address}:{req.port}",
             )
             with self._lock:
@@ -225,8 +226,15 @@ class StorageSCP:
                 raise Rejected(STATUS_OUT_OF_RESOURCES,
                                f"instance of {size} bytes exceeds node.max_instance_mb={self.config.node.max_instance_mb}")
             info = check_instance(event.dataset, sop_class, sop_instance, transfer_syntax)
-            rel, written = self.spool.write(info.sop_instance_uid, event.encoded_dataset())
-            new = self.indexer.index(info, rel, written, transfer_syntax, stats.calling_ae)
+            # Order matters (durability): temp file fsync'd -> row inserted -> rename + dir fsync
+            # -> commit -> Success. A duplicate UID keeps the stored file and is a success.
+            rel = relative_path(info.sop_instance_uid)
+            tmp, written = self.spool.write_temp(event.encoded_dataset())
+            try:
+                new = self.indexer.index(info, rel, written, transfer_syntax, stats.calling_ae,
+                                         on_new=lambda: self.spool.commit(tmp, rel))
+            finally:
+                self.spool.discard(tmp)  # no-op once renamed
         except Rejected as exc:
             stats.failed += 1
             stats.reasons.append(exc.reason)

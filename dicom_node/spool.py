@@ -3,9 +3,11 @@
 Layout: ``SPOOL/ab/<sha256(sop_instance_uid)>.dcm`` (256 directories made up front, so that a
 write never has to create and fsync a directory). Names come from a hash of the UID, never
 from the UID itself (a sender controls the UID; ``../`` or 64 characters of anything must not
-become a path). Writes go to ``SPOOL/tmp/`` first, are fsync'd, renamed into place (atomic on
-POSIX) and the directory is fsync'd, so after a crash a file either is complete at its final name
-or is an orphan in ``tmp/`` that :func:`clean_tmp` removes at start-up.
+become a path). Writes go to ``SPOOL/tmp/`` first and are fsync'd; the ingest path then inserts
+the index row and, only if the UID is new, renames the file into place (atomic on POSIX) and
+fsyncs the directory before committing. After a crash a file is either complete at its final name
+(indexed, or re-indexed at start-up by ``ingest.reindex_spool``) or an orphan in ``tmp/`` that
+:meth:`Spool.clean_tmp` removes; it was never acknowledged in either of the latter cases.
 """
 
 from __future__ import annotations
@@ -50,18 +52,16 @@ class Spool:
         """A fresh temporary name on the spool's filesystem (so the final rename is atomic)."""
         return self.tmp / f"{uuid.uuid4().hex}.part"
 
-    def write(self, sop_instance_uid: str, data: bytes | memoryview) -> tuple[str, int]:
-        """Durably store ``data`` (a complete DICOM file) for ``sop_instance_uid``.
+    def write_temp(self, data: bytes | memoryview) -> tuple[Path, int]:
+        """Write ``data`` to a fresh temporary file, fsync'd; returns ``(tmp_path, size)``.
 
-        Returns ``(relative_path, size)``. When this returns, the file is on stable storage under
-        its final name (given ``fsync``). An existing file for the same UID is replaced atomically.
+        The caller then either :meth:`commit`\ s it (rename into place) or :meth:`discard`\ s it.
         """
-        rel = relative_path(sop_instance_uid)
-        final = self.root / rel
         tmp = self.tmp_path()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             view = memoryview(data)
+            size = len(view)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
@@ -72,25 +72,27 @@ class Spool:
             _unlink_quietly(tmp)
             raise
         os.close(fd)
-        return self._commit(tmp, final, rel)
+        return tmp, size
 
-    def adopt(self, sop_instance_uid: str, tmp: Path) -> tuple[str, int]:
-        """Move an already written temporary file (on the spool's filesystem) into place durably."""
-        rel = relative_path(sop_instance_uid)
-        final = self.root / rel
-        if self.fsync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-        return self._commit(tmp, final, rel)
-
-    def _commit(self, tmp: Path, final: Path, rel: str) -> tuple[str, int]:
-        size = os.stat(tmp).st_size
+    def commit(self, tmp: Path, relative: str) -> None:
+        """Atomically rename ``tmp`` to its final name and make the rename durable."""
+        final = self.root / relative
         os.replace(tmp, final)
         if self.fsync:
             _fsync_dir(final.parent)
+
+    def discard(self, tmp: Path) -> None:
+        _unlink_quietly(tmp)
+
+    def write(self, sop_instance_uid: str, data: bytes | memoryview) -> tuple[str, int]:
+        """Durably store ``data`` (a complete DICOM file) under the UID's name; ``(relative, size)``."""
+        rel = relative_path(sop_instance_uid)
+        tmp, size = self.write_temp(data)
+        try:
+            self.commit(tmp, rel)
+        except BaseException:
+            self.discard(tmp)
+            raise
         return rel, size
 
     def remove(self, relative: str) -> None:
