@@ -46,7 +46,7 @@ def register(subparsers: Any, parent: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--patch", type=int, default=48, help="patch size in voxels per side (default 48)")
     g.add_argument("--spacing", type=float, default=1.0, help="model grid spacing in mm (default 1.0)")
-    g.add_argument("--channels", type=int, default=16, help="base channel count (default 16)")
+    g.add_argument("--channels", type=int, default=12, help="base channel count (default 12)")
     g.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="checkpoint every N steps")
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

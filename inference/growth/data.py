@@ -66,7 +66,7 @@ class GrowthConfig:
     patch: int = 48
     hu_min: float = -1000.0
     hu_max: float = 400.0
-    base_channels: int = 16
+    base_channels: int = 12
     cond_dim: int = 32
 
     def __post_init__(self) -> None:

@@ -162,7 +162,7 @@ def train(
     model = MTNoGNet(opts.config).to(dev)
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     loss_fn = GrowthLoss(opts.loss)
-    start, history, elapsed_before = 0, [], 0.0
+    start, history, elapsed_before, cpu_before = 0, [], 0.0, 0.0
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck["options"] != opts.to_dict():
@@ -171,22 +171,23 @@ def train(
         model.load_state_dict(ck["state_dict"])
         optim.load_state_dict(ck["optimizer"])
         start, history, elapsed_before = int(ck["step"]), list(ck["history"]), float(ck["train_seconds"])
+        cpu_before = float(ck.get("train_cpu_seconds", 0.0))
         log.info("resumed", extra={"fields": {"checkpoint": str(ckpt_path), "step": start}})
     elif resume:
         log.info("no checkpoint to resume; starting fresh", extra={"fields": {"checkpoint": str(ckpt_path)}})
 
-    def checkpoint(step: int, seconds: float) -> None:
+    def checkpoint(step: int, seconds: float, cpu: float) -> None:
         _atomic_save(
             {"model": MODEL_NAME, "config": opts.config.to_dict(), "options": opts.to_dict(), "step": step,
              "state_dict": model.state_dict(), "optimizer": optim.state_dict(), "history": history,
-             "train_seconds": seconds},
+             "train_seconds": seconds, "train_cpu_seconds": cpu},
             ckpt_path,
         )
 
     log.info("training", extra={"fields": {"pairs": len(cache), "device": str(dev), "params": count_parameters(model),
                                            "start_step": start, "steps": opts.steps}})
     model.train()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     end = opts.steps if stop_after is None else min(opts.steps, start + stop_after)
     running: dict[str, float] = {}
     n_running = 0
@@ -218,11 +219,12 @@ def train(
             bar.set_postfix(loss=f"{entry['total']:.4f}", dice=f"{entry['dice']:.3f}")
             log.info("train step", extra={"fields": entry})
         if done % opts.checkpoint_every == 0 and done != end:
-            checkpoint(done, elapsed_before + time.perf_counter() - t0)
+            checkpoint(done, elapsed_before + time.perf_counter() - t0, cpu_before + time.process_time() - c0)
     bar.close()
     done = end
     seconds = elapsed_before + time.perf_counter() - t0
-    checkpoint(done, seconds)
+    cpu_seconds = cpu_before + time.process_time() - c0
+    checkpoint(done, seconds, cpu_seconds)
     metrics: dict[str, Any] = {
         "model": MODEL_NAME,
         "manifest": str(manifest),
@@ -234,6 +236,7 @@ def train(
         "step": done,
         "finished": done >= opts.steps,
         "train_seconds": round(seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),  # both threads; wall time depends on other load
         "load_seconds": round(load_seconds, 1),
         "options": opts.to_dict(),
         "history": history,
