@@ -114,8 +114,11 @@ def alembic_config(url: str) -> Any:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply the Alembic migrations up to ``revision`` (idempotent)."""
+    import logging
+
     from alembic import command
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing useful here
     make_engine(url).dispose()  # creates the SQLite parent directory when needed
     command.upgrade(alembic_config(url), revision)
 
