@@ -299,6 +299,7 @@ def build_key_images(
             patient_orientation=("L", "P"),  # the image panels are axial, radiological convention
             series_description=KEY_SERIES_DESCRIPTION,
         )
+        sc.SpecificCharacterSet = "ISO_IR 192"  # comments and names in UTF-8
         sc.ImageType = ["DERIVED", "SECONDARY"]
         sc.BurnedInAnnotation = "YES"
         # A chest CT: without Body Part Examined, validators ask for Laterality (a paired-organ rule).

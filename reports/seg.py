@@ -252,7 +252,7 @@ def build_seg(
             tracking_uid=tuid,
             tracking_id=tid,
             anatomic_regions=[codes.LUNG],
-            display_color=hd.color.CIELabColor.from_rgb(*[c / 255.0 for c in color]),
+            display_color=hd.color.CIELabColor.from_rgb(*color),  # 0-255 RGB
         )
         desc.SegmentDescription = text[:1024]
         descriptions.append(desc)
@@ -281,6 +281,8 @@ def build_seg(
         plane_positions=plane_positions,
         omit_empty_frames=True,
     )
+    # Segment descriptions and patient names may hold any character: UTF-8 throughout.
+    seg.SpecificCharacterSet = "ISO_IR 192"
     # Both versions (ours and the growth model's) as a multi-valued LO.
     seg.SoftwareVersions = [version, f"{GROWTH_MODEL_NAME} {model_version}"]
     add_predecessor(seg, predecessor)

@@ -241,11 +241,19 @@ def _volumetric_group(
         segment_number=segment.segment_number,
         source_series=hd.sr.SourceSeriesForSegmentation(volume.series_instance_uid),
     )
+    # Order matters for viewers that show only the first few values (OHIF): volume, mean diameter
+    # and growth first, then the rest.
     measurements: list[hd.sr.Measurement] = [
         _num(codes.VOLUME, m.volume_mm3, codes.UNIT_MM3),
+        _num(codes.DIAMETER, m.mean_diameter_mm, codes.UNIT_MM, derivation=codes.MEAN),
+    ]
+    if n.prior is not None and n.vdt_days is not None:
+        measurements.append(_num(codes.VOLUME_DOUBLING_TIME, n.vdt_days, codes.UNIT_DAYS))
+    if n.prior is not None and n.volume_change_pct is not None:
+        measurements.append(_num(codes.VOLUME_CHANGE_PCT, n.volume_change_pct, codes.UNIT_PERCENT))
+    measurements += [
         _num(codes.LONG_AXIS, m.long_axis_mm, codes.UNIT_MM),
         _num(codes.SHORT_AXIS, m.short_axis_mm, codes.UNIT_MM),
-        _num(codes.DIAMETER, m.mean_diameter_mm, codes.UNIT_MM, derivation=codes.MEAN),
         _num(codes.ATTENUATION, m.mean_hu, codes.UNIT_HU, derivation=codes.MEAN),
     ]
     qualitative = [
@@ -265,10 +273,6 @@ def _volumetric_group(
             measurements.append(_num(codes.INTERVAL_SINCE_PRIOR, n.interval_days, codes.UNIT_DAYS))
         if prior_study_date is not None:
             extra.append(_date(codes.PRIOR_STUDY_DATE, prior_study_date))
-        if n.volume_change_pct is not None:
-            measurements.append(_num(codes.VOLUME_CHANGE_PCT, n.volume_change_pct, codes.UNIT_PERCENT))
-        if n.vdt_days is not None:
-            measurements.append(_num(codes.VOLUME_DOUBLING_TIME, n.vdt_days, codes.UNIT_DAYS))
         band = _vdt_band(n)
         if band is not None:
             qualitative.append(hd.sr.QualitativeEvaluation(codes.VDT_BAND, codes.VDT_BAND_VALUES[band]))
@@ -446,6 +450,8 @@ def build_sr(
         series_description=SR_SERIES_DESCRIPTION,
         previous_versions=previous,
     )
+    # Rationale texts carry "mm³", "≥", "–": encode the whole document as UTF-8.
+    sr.SpecificCharacterSet = "ISO_IR 192"
     sr.SoftwareVersions = [software_version(), f"{GROWTH_MODEL_NAME} {model_version}"]
     declare_private_scheme(sr)
     return SRResult(dataset=sr, uids=uids)
