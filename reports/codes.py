@@ -43,6 +43,7 @@ LUNG = Code("39607008", "SCT", "Lung")
 MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically Abnormal Structure")
 CT_CHEST = Code("24627-2", "LN", "CT Chest")  # CID 100 procedure reported
 IMAGING_MEASUREMENT_REPORT = Code("126000", "DCM", "Imaging Measurement Report")
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")  # TID 1500 document level
 
 # ----------------------------------------------------------------------------- measurements
 
@@ -131,7 +132,6 @@ FLEISCHNER_RECOMMENDATION = private("NT-FLEI", "Fleischner 2017 recommendation")
 VDT_RECOMMENDATION = private("NT-VDTREC", "Volumetric (VDT) recommendation")
 GUIDELINE = private("NT-GUIDE", "Guideline applied")
 RATIONALE = private("NT-RAT", "Recommendation rationale")
-STUDY_RECOMMENDATION = private("NT-STUDY", "Study-level recommendation")
 NODULE_STATUS = private("NT-STAT", "Nodule tracking status")
 NODULE_STATUS_VALUES: dict[str, Code] = {
     "tracked": private("NT-STAT1", "Tracked from prior study"),

@@ -12,9 +12,12 @@ Content tree (root: Imaging Measurement Report, observer = the NoduleTrack devic
   change %, volume doubling time), the growth model's predicted volume and diameter at the forecast
   date (with their band and the model version as the measurement's algorithm), the per-nodule
   guideline result, and the rationale text.
-* one study-level group (TID 1501) with the study's recommendation: guideline, Lung-RADS category or
-  Fleischner recommendation, recommended follow-up interval (DCM 111055, months; min and max as
-  derivations), due date (DCM 111054) and the rationale.
+* the study's recommendation in the report's own "Qualitative Evaluations" container (TID 1500 row
+  for document-level evaluations): guideline, Lung-RADS category or Fleischner recommendation,
+  recommended follow-up interval (DCM 111055, months; min and max as derivations), due date
+  (DCM 111054) and the rationale. Not a measurement group: OHIF 3.13's SR viewport stops drawing
+  the whole report when a measurement group has no image coordinates (seen in
+  tests/test_viewer_ohif.py), and a study-level recommendation has none.
 
 Concepts without a standard code use the private scheme ``99NDLTRK`` declared in the Coding Scheme
 Identification Sequence (reports.codes). A changed result references the SR it replaces through the
@@ -45,7 +48,7 @@ from reports.seg import (
     forecast_date,
     software_version,
 )
-from reports.uids import ObjectUIDs, Predecessor, content_digest, derived_uid, object_uids
+from reports.uids import ObjectUIDs, Predecessor, content_digest, object_uids
 
 SR_SERIES_NUMBER = 9702
 SR_SERIES_DESCRIPTION = "NoduleTrack SR"
@@ -344,20 +347,25 @@ def _nodule_rationale(n: TrackedNodule, m: NoduleMeasurement, result: Any) -> st
     return " ".join(parts)
 
 
-def _study_group(study_uid: str, recommendation: StudyRecommendationLike) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _study_evaluations(recommendation: StudyRecommendationLike) -> hd.sr.ContainerContentItem:
+    """The root's "Qualitative Evaluations" container with the study recommendation.
+
+    TID 1500 lists CODE and TEXT items for this container; the follow-up interval (NUM, with its
+    derivation) and due date (DATE) are added too, as the Comprehensive 3D SR IOD allows, so that
+    the study's interval and date sit next to its category.
+    """
     qual, meas, extra = _guideline_items(recommendation, recommendation.guideline)
-    extra.insert(0, _text(codes.GUIDELINE, recommendation.guideline))
+    items: list[Any] = [_text(codes.GUIDELINE, recommendation.guideline)]
+    items += [q[0] for q in qual]
+    items += [m[0] for m in meas]
+    items += extra
     if recommendation.text and not any(getattr(e, "TextValue", None) == " ".join(recommendation.text.split()) for e in extra):
-        extra.append(_text(codes.RATIONALE, recommendation.text))
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid("study-recommendation", study_uid), identifier="Study recommendation"),
-        finding_type=codes.STUDY_RECOMMENDATION,
-        algorithm_id=_algorithm(),
-        measurements=meas or None,
-        qualitative_evaluations=qual or None,
+        items.append(_text(codes.RATIONALE, recommendation.text))
+    container = hd.sr.ContainerContentItem(
+        name=codes.QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    group[0].ContentSequence.extend(extra)
-    return group
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
 
 
 def _recommendation_digest(recommendation: StudyRecommendationLike | None) -> Any:
@@ -399,8 +407,6 @@ def build_sr(
         assert m is not None
         groups.append(_planar_group(volume, n, m))
         groups.append(_volumetric_group(volume, n, m, seg, recommendation, prior_study_date))
-    if recommendation is not None:
-        groups.append(_study_group(volume.study_instance_uid, recommendation))
 
     digest = content_digest(
         "sr", volume.study_instance_uid, volume.series_instance_uid, seg.dataset.SOPInstanceUID,
@@ -423,6 +429,8 @@ def build_sr(
         imaging_measurements=groups,
         title=codes.IMAGING_MEASUREMENT_REPORT,
     )
+    if recommendation is not None:
+        report[0].ContentSequence.append(_study_evaluations(recommendation))
     previous = None
     if predecessor is not None:
         if predecessor.study_instance_uid != volume.study_instance_uid:

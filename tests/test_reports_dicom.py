@@ -127,8 +127,8 @@ def test_sr_round_trips(seed: int, tmp_path: Path) -> None:
     back = hd.sr.srread(tmp_path / "sr.dcm")
     assert any(i.CodingSchemeDesignator == codes.PRIVATE_DESIGNATOR for i in back.CodingSchemeIdentificationSequence)
     present = [n for n in case.nodules if n.current is not None]
-    groups = back.ContentSequence[-1].ContentSequence  # Imaging Measurements container
-    assert back.ContentSequence[-1].ConceptNameCodeSequence[0].CodeValue == "126010"
+    (measurements,) = [i for i in back.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    groups = measurements.ContentSequence  # the Imaging Measurements container
     # Per nodule: planar group first, then the volumetric group, same tracking UID.
     uid_order = []
     for g in groups:
@@ -137,8 +137,7 @@ def test_sr_round_trips(seed: int, tmp_path: Path) -> None:
             "volumetric" if any(i.ValueType == "IMAGE" and i.ConceptNameCodeSequence[0].CodeValue == "121191" for i in g.ContentSequence) else "other")
         uid_order.append((uid, kind))
     expected = [x for n in present for x in ((n.tracking_uid, "planar"), (n.tracking_uid, "volumetric"))]
-    assert uid_order[: len(expected)] == expected
-    assert uid_order[-1][1] == "other"  # the study recommendation group
+    assert uid_order == expected  # the study recommendation is not a measurement group (OHIF)
 
     per_nodule = {r.tracking_uid: r for r in case.recommendation.nodules}
     for n in present:
@@ -181,7 +180,10 @@ def test_sr_round_trips(seed: int, tmp_path: Path) -> None:
     if rec.due_date is not None:
         assert rec.due_date.strftime("%Y%m%d") in dump
     assert codes.lung_rads_value(rec.category).value in dump
-    assert "Study recommendation" in dump and "Guideline applied" in dump
+    assert "Qualitative Evaluations" in dump and "Guideline applied" in dump
+    (evaluations,) = [i for i in back.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "C0034375"]
+    texts = [i.TextValue for i in evaluations.ContentSequence if i.ValueType == "TEXT"]
+    assert rec.guideline in texts and any(rec.text.split()[0] in t for t in texts)
 
 
 def test_dsrdump_renders_tid1500(tmp_path: Path) -> None:
