@@ -21,6 +21,7 @@ from sqlalchemy import case, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .db import Database
+from .spool import relative_path
 from .models import (
     STUDY_ANALYSED,
     STUDY_ANALYSING,
@@ -141,7 +142,69 @@ def _date(ds: Dataset, keyword: str) -> dt.date | None:
         return None
 
 
-def check_instance(ds: Dataset, command_sop_class: str, command_sop_instance: str, transfer_syntax: str) -> InstanceInfo:
+@dataclass(frozen=True)
+class PixelInfo:
+    """Where Pixel Data sits in a received stream, found without reading (copying) it."""
+
+    length: int  # declared value length (0xFFFFFFFF = undefined: encapsulated)
+    available: int  # bytes actually present after the element header
+    first_item_ok: bool  # encapsulated: the value starts with an Item tag
+
+
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED = 0xFFFFFFFF
+
+
+def parse_received(stream: bytes | memoryview, transfer_syntax: str) -> tuple[Dataset, PixelInfo | None]:
+    """Decode a received dataset up to Pixel Data (header only; the pixels are not copied).
+
+    Deflated and big-endian streams (rare) are decoded completely by pydicom instead.
+    """
+    from io import BytesIO
+
+    from pydicom.filereader import read_dataset
+
+    ts = UID(transfer_syntax)
+    if ts.is_deflated or not ts.is_little_endian:
+        from pynetdicom.dsutils import decode
+
+        return decode(BytesIO(bytes(stream)), ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated), None
+    found: list[tuple[str | None, int]] = []
+
+    def stop(tag: Any, vr: str | None, length: int) -> bool:
+        if tag == _PIXEL_DATA:
+            found.append((vr, length))
+            return True
+        return False
+
+    fp = BytesIO(stream)
+    ds = read_dataset(fp, ts.is_implicit_VR, True, stop_when=stop)
+    if not found:
+        return ds, None
+    vr, length = found[0]
+    header = 12 if (not ts.is_implicit_VR and vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN")) else 8
+    value_start = fp.tell() + header
+    available = len(stream) - value_start
+    first_item_ok = bytes(stream[value_start:value_start + 4]) == b"\xfe\xff\x00\xe0"
+    return ds, PixelInfo(length, max(0, available), first_item_ok)
+
+
+def inspect_received(stream: bytes | memoryview, transfer_syntax: str, command_sop_class: str,
+                     command_sop_instance: str) -> InstanceInfo:
+    """Parse (header only) and validate a received stream; :class:`Rejected` says why not."""
+    if command_sop_class not in SUPPORTED_SOP_CLASSES:  # cheap checks before parsing
+        raise Rejected(STATUS_REFUSED_SOP_CLASS, f"unsupported SOP class {command_sop_class!r:.80}")
+    if not is_valid_uid(command_sop_instance):
+        raise Rejected(STATUS_CANNOT_UNDERSTAND, f"invalid Affected SOP Instance UID {command_sop_instance!r:.80}")
+    try:
+        ds, pixel = parse_received(stream, transfer_syntax)
+    except Exception as exc:  # pydicom raises many types on corrupt input
+        raise Rejected(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed: {type(exc).__name__}: {exc}"[:300]) from None
+    return check_instance(ds, command_sop_class, command_sop_instance, transfer_syntax, pixel)
+
+
+def check_instance(ds: Dataset, command_sop_class: str, command_sop_instance: str, transfer_syntax: str,
+                   pixel: PixelInfo | None = None) -> InstanceInfo:
     """Parse and validate a received dataset; raise :class:`Rejected` saying why it is refused.
 
     Every element is decoded (pydicom parses lazily, so a truncated or garbled value only fails
@@ -172,7 +235,10 @@ def check_instance(ds: Dataset, command_sop_class: str, command_sop_instance: st
         value = ds.get(keyword)
         if not is_valid_uid(str(value) if value is not None else ""):
             raise Rejected(STATUS_DATASET_MISMATCH, f"{keyword} missing or invalid: {str(value)!r:.80}")
-    _check_pixel_data(ds, transfer_syntax)
+    if pixel is not None:
+        _check_pixel_info(ds, pixel, transfer_syntax)
+    else:
+        _check_pixel_data(ds, transfer_syntax)
 
     return InstanceInfo(
         sop_instance_uid=str(sop_instance),
@@ -195,6 +261,32 @@ def check_instance(ds: Dataset, command_sop_class: str, command_sop_instance: st
     )
 
 
+def _expected_pixel_bytes(ds: Dataset) -> int:
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise Rejected(STATUS_CANNOT_UNDERSTAND, f"image pixel module incomplete: {exc}") from None
+    return (rows * cols * bits * samples * frames + 7) // 8
+
+
+def _check_pixel_info(ds: Dataset, pixel: PixelInfo, transfer_syntax: str) -> None:
+    if pixel.length == _UNDEFINED:
+        if not UID(transfer_syntax).is_encapsulated or not pixel.first_item_ok:
+            raise Rejected(STATUS_CANNOT_UNDERSTAND, "encapsulated Pixel Data lacks its item structure")
+        return
+    if pixel.available < pixel.length:
+        raise Rejected(STATUS_CANNOT_UNDERSTAND,
+                       f"Pixel Data truncated: {pixel.available} of {pixel.length} declared bytes present")
+    if UID(transfer_syntax).is_encapsulated:
+        raise Rejected(STATUS_CANNOT_UNDERSTAND, "Pixel Data of defined length in an encapsulated transfer syntax")
+    expected = _expected_pixel_bytes(ds)
+    if pixel.length < expected:
+        raise Rejected(STATUS_CANNOT_UNDERSTAND, f"Pixel Data truncated: {pixel.length} bytes, header declares {expected}")
+
+
 def _check_pixel_data(ds: Dataset, transfer_syntax: str) -> None:
     if "PixelData" not in ds:
         return
@@ -206,15 +298,7 @@ def _check_pixel_data(ds: Dataset, transfer_syntax: str) -> None:
         if len(pixel) < 8 or pixel[:4] != b"\xfe\xff\x00\xe0":
             raise Rejected(STATUS_CANNOT_UNDERSTAND, "encapsulated Pixel Data lacks its item structure")
         return
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise Rejected(STATUS_CANNOT_UNDERSTAND, f"image pixel module incomplete: {exc}") from None
-    expected_bits = rows * cols * bits * samples * frames
-    expected = (expected_bits + 7) // 8
+    expected = _expected_pixel_bytes(ds)
     if len(pixel) < expected:
         raise Rejected(
             STATUS_CANNOT_UNDERSTAND,
@@ -368,9 +452,13 @@ class Indexer:
 
 def reindex_spool(db: Database, spool: Any) -> int:
     """Index spool files that are on disk but not in the database (a crash between rename and
-    commit); returns how many were added. Files that no longer parse are left and logged by the
-    caller — they were never acknowledged as anything but written."""
+    commit); returns how many were added. An unindexed file that does not parse or validate (a
+    power loss before its fsync) is moved to ``SPOOL/quarantine/``: it was never acknowledged."""
+    import logging
+
     from pydicom import dcmread
+
+    from .logs import log_event
 
     with db.session() as s:
         known = set(s.execute(select(Instance.path)).scalars())
@@ -380,9 +468,18 @@ def reindex_spool(db: Database, spool: Any) -> int:
         rel = str(file.relative_to(spool.root))
         if rel in known:
             continue
-        ds = dcmread(file)
-        meta = ds.file_meta
-        info = check_instance(ds, str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID))
+        try:
+            ds = dcmread(file)
+            meta = ds.file_meta
+            info = check_instance(ds, str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID),
+                                  str(meta.TransferSyntaxUID))
+            if relative_path(info.sop_instance_uid) != rel:
+                raise Rejected(STATUS_DATASET_MISMATCH, "file name does not match its SOP Instance UID")
+        except Exception as exc:
+            moved = spool.quarantine(file)
+            log_event(logging.getLogger("noduletrack.ingest"), "unindexed spool file quarantined", logging.WARNING,
+                      file=str(moved), reason=f"{type(exc).__name__}: {exc}"[:200])
+            continue
         if indexer.index(info, rel, file.stat().st_size, str(meta.TransferSyntaxUID), ""):
             added += 1
     return added

@@ -18,12 +18,13 @@ import os
 import signal
 import socket
 import ssl
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynetdicom import AE, evt
+from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .config import Config
@@ -35,7 +36,7 @@ from .ingest import (
     SUPPORTED_TRANSFER_SYNTAXES,
     Indexer,
     Rejected,
-    check_instance,
+    inspect_received,
 )
 from .logs import log_event
 from .models import AuditEvent, utcnow
@@ -225,16 +226,19 @@ class StorageSCP:
             if size > self.max_bytes:
                 raise Rejected(STATUS_OUT_OF_RESOURCES,
                                f"instance of {size} bytes exceeds node.max_instance_mb={self.config.node.max_instance_mb}")
-            info = check_instance(event.dataset, sop_class, sop_instance, transfer_syntax)
+            stream = req.DataSet.getbuffer()  # the bytes as received: no decode, no copy
+            info = inspect_received(stream, transfer_syntax, sop_class, sop_instance)
             # Order matters (durability): temp file fsync'd -> row inserted -> rename + dir fsync
             # -> commit -> Success. A duplicate UID keeps the stored file and is a success.
             rel = relative_path(info.sop_instance_uid)
-            tmp, written = self.spool.write_temp(event.encoded_dataset())
+            meta = file_meta_prefix(sop_class, info.sop_instance_uid, transfer_syntax, stats.calling_ae)
+            tmp = self.spool.write_temp([meta, stream])
+            written = tmp.size
             try:
                 new = self.indexer.index(info, rel, written, transfer_syntax, stats.calling_ae,
                                          on_new=lambda: self.spool.commit(tmp, rel))
             finally:
-                self.spool.discard(tmp)  # no-op once renamed
+                self.spool.discard(tmp)  # no-op once committed
         except Rejected as exc:
             stats.failed += 1
             stats.reasons.append(exc.reason)
@@ -254,6 +258,35 @@ class StorageSCP:
         if log.isEnabledFor(logging.DEBUG):
             log_event(log, "instance stored", logging.DEBUG, sop=sop_instance, bytes=written, duplicate=not new)
         return STATUS_SUCCESS
+
+
+def _element(group_elem: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit-VR little-endian element with a 2-byte length (UI/SH/AE/UL)."""
+    return struct.pack("<HH", group_elem >> 16, group_elem & 0xFFFF) + vr + struct.pack("<H", len(value)) + value
+
+
+def _even(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii", "replace")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def file_meta_prefix(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str) -> bytes:
+    """Preamble, ``DICM`` and the File Meta Information group, encoded directly.
+
+    Same content as pydicom's writer (PS3.10 7.1) but ~20x cheaper, which matters at hundreds of
+    instances per second. The UIDs were validated (digits and dots) before this is called.
+    """
+    body = b"".join((
+        struct.pack("<HH", 0x0002, 0x0001) + b"OB\x00\x00" + struct.pack("<I", 2) + b"\x00\x01",
+        _element(0x00020002, b"UI", _even(sop_class, b"\x00")),
+        _element(0x00020003, b"UI", _even(sop_instance, b"\x00")),
+        _element(0x00020010, b"UI", _even(transfer_syntax, b"\x00")),
+        _element(0x00020012, b"UI", _even(PYNETDICOM_IMPLEMENTATION_UID, b"\x00")),
+        _element(0x00020013, b"SH", _even(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
+        _element(0x00020016, b"AE", _even(source_ae or "", b" ")) if source_ae else b"",
+    ))
+    group_length = _element(0x00020000, b"UL", struct.pack("<I", len(body)))
+    return b"\x00" * 128 + b"DICM" + group_length + body
 
 
 def _safe_uid(uid: str) -> str:

@@ -103,8 +103,11 @@ def test_restart_reindexes_files_renamed_but_not_indexed(tmp_path: Path) -> None
         ds.save_as(buf, enforce_file_format=True)
         spool.write(str(ds.SOPInstanceUID), buf.getvalue())
         (spool.tmp / "half.part").write_bytes(b"\0" * 100)
+        broken = spool.path_of(relative_path("1.2.3.4"))  # power loss before the fsync
+        broken.write_bytes(b"\0" * 50)
         assert spool.clean_tmp() == 1
         assert reindex_spool(db, spool) == 1
+        assert not broken.exists() and (spool.root / "quarantine" / broken.name).exists()
         assert reindex_spool(db, spool) == 0
         with db.session() as s:
             assert s.scalar(select(Instance.sop_instance_uid)) == str(ds.SOPInstanceUID)
