@@ -8,6 +8,7 @@ growth law, a small repositioning per study, and full DICOM headers. See :func:`
 :func:`write_patient` and :func:`generate_patch_pairs` (growth-model training pairs).
 """
 
+from .patches import generate_patch_pairs
 from .patient import (
     CONSISTENCIES,
     LOCATIONS,
@@ -28,6 +29,7 @@ __all__ = [
     "PhantomNoduleTruth",
     "PhantomPatient",
     "PhantomTimepoint",
+    "generate_patch_pairs",
     "generate_patient",
     "write_patient",
 ]

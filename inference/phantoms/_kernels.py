@@ -262,3 +262,195 @@ def paint_tubes_kernel(hu, seg, hu_val, mode, origin, sp, ramp_mm):
                             hu[k, j, i] = new
                     else:
                         hu[k, j, i] = new
+
+
+# ---------------------------------------------------------------------------------------------
+# star-shaped nodules: radius tables over (θ, φ), 181 × 360 nodes (1° steps), φ wraps
+
+
+@njit(cache=True, fastmath=True)
+def table_lookup(table, theta, phi):
+    """Bilinear ``r(θ, φ)`` from a (N_THETA, N_PHI) table; θ clamped to [0, π], φ wrapped."""
+    nt, nphi = table.shape
+    t = theta * ((nt - 1) / math.pi)
+    if t < 0.0:
+        t = 0.0
+    if t > nt - 1.000001:
+        t = nt - 1.000001
+    i0 = int(t)
+    wt = t - i0
+    p = phi * (nphi / (2.0 * math.pi))
+    p = p - nphi * math.floor(p / nphi)
+    j0 = int(p)
+    wp = p - j0
+    if j0 >= nphi:
+        j0 = 0
+    j1 = j0 + 1
+    if j1 >= nphi:
+        j1 = 0
+    a = table[i0, j0] * (1.0 - wp) + table[i0, j1] * wp
+    b = table[i0 + 1, j0] * (1.0 - wp) + table[i0 + 1, j1] * wp
+    return a * (1.0 - wt) + b * wt
+
+
+@njit(cache=True, fastmath=True)
+def _radius_at(table, x, y, z, rho):
+    theta = math.acos(min(max(z / max(rho, 1e-12), -1.0), 1.0))
+    phi = math.atan2(y, x)
+    return table_lookup(table, theta, phi)
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def occupancy_kernel(table, lo_t, hi_t, r_min, r_max, L, hd, ss, out):
+    """Partial-volume occupancy of a star shape on a voxel box (see ``shapes.occupancy``).
+
+    ``L`` (3×4) maps box index (x, y, z, 1) to local mm; ``hd`` bounds the distance from a voxel
+    centre to any point of the voxel; ``lo_t``/``hi_t`` bound the radius over the angular extent of a
+    voxel, so only voxels straddling the surface are supersampled (``ss``³ points).
+    """
+    nz, ny, nx = out.shape
+    inv_ss3 = 1.0 / (ss * ss * ss)
+    for k in prange(nz):
+        for j in range(ny):
+            for i in range(nx):
+                x = L[0, 0] * i + L[0, 1] * j + L[0, 2] * k + L[0, 3]
+                y = L[1, 0] * i + L[1, 1] * j + L[1, 2] * k + L[1, 3]
+                z = L[2, 0] * i + L[2, 1] * j + L[2, 2] * k + L[2, 3]
+                rho = math.sqrt(x * x + y * y + z * z)
+                if rho - hd >= r_max:
+                    out[k, j, i] = 0.0
+                    continue
+                if rho + hd <= r_min:
+                    out[k, j, i] = 1.0
+                    continue
+                theta = math.acos(min(max(z / max(rho, 1e-12), -1.0), 1.0))
+                phi = math.atan2(y, x)
+                if rho + hd <= table_lookup(lo_t, theta, phi):
+                    out[k, j, i] = 1.0
+                    continue
+                if rho - hd >= table_lookup(hi_t, theta, phi):
+                    out[k, j, i] = 0.0
+                    continue
+                cnt = 0
+                for a in range(ss):
+                    oa = (a + 0.5) / ss - 0.5
+                    for b in range(ss):
+                        ob = (b + 0.5) / ss - 0.5
+                        for c in range(ss):
+                            oc = (c + 0.5) / ss - 0.5
+                            sx = x + L[0, 0] * oa + L[0, 1] * ob + L[0, 2] * oc
+                            sy = y + L[1, 0] * oa + L[1, 1] * ob + L[1, 2] * oc
+                            sz = z + L[2, 0] * oa + L[2, 1] * ob + L[2, 2] * oc
+                            r2 = math.sqrt(sx * sx + sy * sy + sz * sz)
+                            if r2 <= _radius_at(table, sx, sy, sz, r2):
+                                cnt += 1
+                out[k, j, i] = cnt * inv_ss3
+
+
+@njit(cache=True, fastmath=True)
+def star_moments(table, over):
+    """(volume, first moment x, y, z) of the interpolated star shape, midpoint quadrature."""
+    nt, nphi = table.shape
+    n_t = (nt - 1) * over
+    n_p = nphi * over
+    dt = math.pi / n_t
+    dp = 2.0 * math.pi / n_p
+    vol = 0.0
+    mx = 0.0
+    my = 0.0
+    mz = 0.0
+    for a in range(n_t):
+        th = (a + 0.5) * dt
+        st = math.sin(th)
+        ct = math.cos(th)
+        for b in range(n_p):
+            ph = (b + 0.5) * dp
+            r = table_lookup(table, th, ph)
+            r3 = r * r * r
+            w = st * dt * dp
+            vol += r3 / 3.0 * w
+            m = r3 * r / 4.0 * w
+            mx += m * st * math.cos(ph)
+            my += m * st * math.sin(ph)
+            mz += m * ct
+    return vol, mx, my, mz
+
+
+@njit(cache=True, fastmath=True)
+def contains_points(table, pts):
+    out = np.empty(pts.shape[0], dtype=np.bool_)
+    for n in range(pts.shape[0]):
+        x, y, z = pts[n, 0], pts[n, 1], pts[n, 2]
+        rho = math.sqrt(x * x + y * y + z * z)
+        out[n] = rho <= _radius_at(table, x, y, z, rho)
+    return out
+
+
+@njit(cache=True, fastmath=True)
+def sample_texture_grid(tex, to, tinv, origin, spacing, out):
+    """``out[k, j, i]`` = trilinear texture at ``origin + (i, j, k)·spacing`` (axis-aligned grid)."""
+    nz, ny, nx = out.shape
+    for k in range(nz):
+        z = origin[2] + k * spacing[2]
+        for j in range(ny):
+            y = origin[1] + j * spacing[1]
+            for i in range(nx):
+                out[k, j, i] = texture_at(tex, to, tinv, origin[0] + i * spacing[0], y, z)
+
+
+@njit(cache=True)
+def phi_window_minmax(lo, hi, windows, out_lo, out_hi):
+    """Per θ row, min of ``lo`` / max of ``hi`` over a wrapped φ window of half-width ``windows[i]``."""
+    nt, nphi = lo.shape
+    for i in range(nt):
+        w = windows[i]
+        if 2 * w + 1 >= nphi:
+            mn = lo[i].min()
+            mx = hi[i].max()
+            for j in range(nphi):
+                out_lo[i, j] = mn
+                out_hi[i, j] = mx
+            continue
+        for j in range(nphi):
+            mn = lo[i, j]
+            mx = hi[i, j]
+            for d in range(-w, w + 1):
+                jj = (j + d) % nphi
+                if lo[i, jj] < mn:
+                    mn = lo[i, jj]
+                if hi[i, jj] > mx:
+                    mx = hi[i, jj]
+            out_lo[i, j] = mn
+            out_hi[i, j] = mx
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def add_noise_quantise(hu, bank, picks, shifts, flips, out):
+    """``out`` (int16) = round(hu + shifted/flipped bank slice), clipped to [-1024, 3071].
+
+    Slice ``k`` adds ``bank[picks[k]]`` circularly shifted by ``shifts[k]`` and flipped per the bits
+    of ``flips[k]`` (1 = rows, 2 = columns): cheap, and no two neighbouring slices share a pattern.
+    """
+    nz, ny, nx = hu.shape
+    by, bx = bank.shape[1], bank.shape[2]
+    for k in prange(nz):
+        b = picks[k]
+        sy = shifts[k, 0]
+        sx = shifts[k, 1]
+        fy = (flips[k] & 1) != 0
+        fx = (flips[k] & 2) != 0
+        for j in range(ny):
+            jj = (j + sy) % by
+            if fy:
+                jj = by - 1 - jj
+            for i in range(nx):
+                ii = (i + sx) % bx
+                if fx:
+                    ii = bx - 1 - ii
+                v = hu[k, j, i] + bank[b, jj, ii]
+                v = math.floor(v + 0.5)
+                if v < -1024.0:
+                    v = -1024.0
+                elif v > 3071.0:
+                    v = 3071.0
+                out[k, j, i] = np.int16(v)

@@ -150,37 +150,33 @@ def series_headers(
         RescaleSlope="1",
         RescaleType="HU",
     )
+    base = Dataset()
+    for key, value in base_meta.items():
+        setattr(base, key, value)
+    base.ContentTime = study["time"]
+    base.AcquisitionTime = study["time"]
     out: list[Dataset] = []
     for k in range(nz):
-        ds = Dataset()
-        for key, value in base_meta.items():
-            setattr(ds, key, value)
-        ds.SOPInstanceUID = sop_uids[k]
-        ds.InstanceNumber = str(nz - k)
-        ds.ContentTime = study["time"]
-        ds.AcquisitionTime = study["time"]
-        ds.ImagePositionPatient = [_ds(float(v)) for v in positions[k]]
-        ds.SliceLocation = _ds(float(positions[k, 2]))
-        out.append(_sorted(ds))
+        # a new dict over the shared, never-mutated elements of ``base``; per-slice elements are new
+        ds = Dataset(dict(base.items()))
+        ds.add_new(0x00080018, "UI", sop_uids[k])  # SOPInstanceUID
+        ds.add_new(0x00200013, "IS", str(nz - k))  # InstanceNumber: 1 = the most superior slice
+        ds.add_new(0x00200032, "DS", [_ds(float(v)) for v in positions[k]])  # ImagePositionPatient
+        ds.add_new(0x00201041, "DS", _ds(float(positions[k, 2])))  # SliceLocation
+        out.append(ds)
     return out
 
 
-def _sorted(ds: Dataset) -> Dataset:
-    """A copy with elements in tag order (pydicom writes in insertion order otherwise)."""
-    new = Dataset()
-    for elem in sorted(ds, key=lambda e: e.tag):
-        new.add(elem)
-    return new
-
-
 def write_slices(headers: list[Dataset], hu: np.ndarray, variant: str, out_dir: Path) -> list[Path]:
-    """Write ``CT000001.dcm``… (file number = InstanceNumber) with Explicit VR Little Endian."""
+    """Write ``CT000001.dcm``… (file number = InstanceNumber) with Explicit VR Little Endian.
+
+    ``headers`` are not modified (each file is a shallow copy with its own file meta and pixels).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     stored, _ = stored_values(hu, variant)
     paths: list[Path] = []
     for k, header in enumerate(headers):
-        ds = Dataset()
-        ds.update(header)
+        ds = Dataset(dict(header.items()))
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = header.SOPClassUID
         meta.MediaStorageSOPInstanceUID = header.SOPInstanceUID
@@ -188,7 +184,7 @@ def write_slices(headers: list[Dataset], hu: np.ndarray, variant: str, out_dir: 
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         meta.ImplementationVersionName = "NODULETRACK"
         ds.file_meta = meta
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        ds.add_new(0x7FE00010, "OW", stored[k].tobytes())  # PixelData
         path = out_dir / f"CT{int(header.InstanceNumber):06d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,16 @@ import numpy as np
 from ..types import CTVolume, VolumeGeometry
 from . import dicom as D
 from .anatomy import Anatomy, random_anatomy
-from .render import StudyGrid, add_noise, render_anatomy, render_tubes
-from .shapes import RadialShape, axial_diameters, make_shape, occupancy, random_rotation, table_directions
+from .render import StudyGrid, noise_and_quantise, render_anatomy, render_tubes
+from .shapes import (
+    RadialShape,
+    axial_diameters,
+    make_shape,
+    occupancy,
+    random_rotation,
+    table_directions,
+    volume_preserving_mask,
+)
 
 PATTERNS = ("growing", "stable", "shrinking", "gg_to_part_solid", "new", "resolved")
 CONSISTENCIES = ("solid", "part_solid", "ground_glass")
@@ -114,8 +123,11 @@ class PhantomTimepoint:
     index: int
     volume: CTVolume
     days_from_baseline: int
-    labels: np.ndarray  # int16, k = nodule k (1-based in patient.nodules order), occupancy ≥ 0.5
-    solid_labels: np.ndarray  # int16, the solid part of each nodule
+    # int16, k = nodule k (1-based in patient.nodules order): the voxels with the highest partial-volume
+    # occupancy, as many as the occupancy sums to (≈ occupancy ≥ 0.5, but volume-preserving, so that
+    # the mask volume matches the true volume to within half a voxel of rounding)
+    labels: np.ndarray
+    solid_labels: np.ndarray  # int16, the same for the solid part (whole nodule if solid, core if part-solid)
     pixel_spacing_mm: float
     slice_thickness_mm: float
     noise_hu: float
@@ -180,10 +192,24 @@ def _choose(rng: np.random.Generator, options: tuple[str, ...], weights: tuple[f
     return options[int(rng.choice(len(options), p=w / w.sum()))]
 
 
-def _design_nodule(rng: np.random.Generator, k: int, days: list[int]) -> PhantomNoduleTruth:
-    """Pattern, consistency, margin, volumes over time and the solid-core schedule."""
+def _design_nodule(
+    rng: np.random.Generator,
+    k: int,
+    days: list[int],
+    *,
+    pattern: str | None = None,
+    change_at: int | None = None,
+) -> PhantomNoduleTruth:
+    """Pattern, consistency, margin, volumes over time and the solid-core schedule.
+
+    ``change_at`` fixes the time point where a new nodule appears, a resolved one is gone, or a
+    ground-glass nodule first shows a solid part (default: drawn).
+    """
     n_t = len(days)
-    if n_t >= 2:
+    if pattern is not None:
+        if pattern not in PATTERNS:
+            raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+    elif n_t >= 2:
         pattern = _choose(rng, PATTERNS, (0.34, 0.2, 0.12, 0.12, 0.11, 0.11))
     else:
         pattern = _choose(rng, ("growing", "stable"), (0.5, 0.5))
@@ -217,12 +243,12 @@ def _design_nodule(rng: np.random.Generator, k: int, days: list[int]) -> Phantom
             vdt = max(vdt, t_last / math.log2(v_cap / _sphere_volume(d0)))
         volumes = [_sphere_volume(d0) * 2.0 ** (d / vdt) for d in days]
     elif pattern == "new":
-        j = int(rng.integers(1, n_t))
+        j = change_at if change_at is not None else int(rng.integers(1, n_t))
         d_app = rng.uniform(3.0, 8.0)
         vdt = _loguniform(rng, 150.0, 800.0)
         volumes = [0.0 if i < j else _sphere_volume(d_app) * 2.0 ** ((days[i] - days[j]) / vdt) for i in range(n_t)]
     elif pattern == "resolved":
-        j = int(rng.integers(1, n_t))
+        j = change_at if change_at is not None else int(rng.integers(1, n_t))
         d0 = rng.uniform(4.0, 15.0)
         volumes = [_sphere_volume(d0) if i < j else 0.0 for i in range(n_t)]
     # solid core schedule (fraction of the nodule volume)
@@ -232,7 +258,7 @@ def _design_nodule(rng: np.random.Generator, k: int, days: list[int]) -> Phantom
         first = next(i for i in range(n_t) if volumes[i] > 0)
         fractions = [0.0 if v == 0 else min(0.6, f0 * (v / volumes[first]) ** 0.5) for v in volumes]
     elif pattern == "gg_to_part_solid":
-        j = int(rng.integers(1, n_t))
+        j = change_at if change_at is not None else int(rng.integers(1, n_t))
         f = rng.uniform(0.04, 0.1)
         for i in range(j, n_t):
             fractions[i] = min(0.45, f * 2.0 ** (i - j))
@@ -297,8 +323,10 @@ def _place_nodules(rng: np.random.Generator, an: Anatomy, nodules: list[PhantomN
                 if abs(p[0]) < an.med_w + 35.0 or p[2] < an.dome_z + 40 or p[2] > an.apex_z - 30:
                     continue
                 n = _gradient(an.wall_distance, p)
-                b = p - n * float(an.wall_distance(p)[0] - 1.5)  # onto the lung surface (1.5 mm pleura)
-                n = _gradient(an.wall_distance, b)
+                for _ in range(3):  # project onto the costal lung surface
+                    b = p - n * float(an.wall_distance(p)[0])
+                    n = _gradient(an.wall_distance, b)
+                    p = b
                 if abs(float(an.lung_distance(b)[0])) > 1.0:
                     continue  # not a chest-wall surface point (mediastinum, diaphragm, apex)
                 if nod.shape is None or attempt % 50 == 0:
@@ -454,9 +482,10 @@ def _render_nodules(
         v_outer = nod.hu_solid if nod.consistency == "solid" else nod.hu_gg
         # the nodule replaces parenchyma but keeps anything denser (a vessel running through)
         view += occ * (np.maximum(view, np.float32(v_outer)) - view)
-        labels[box][occ >= 0.5] = k
+        mask = volume_preserving_mask(occ)
+        labels[box][mask] = k
         if nod.consistency == "solid":
-            solid[box][occ >= 0.5] = k
+            solid[box][mask] = k
         elif nod.core_fractions[t] > 0 and nod.core is not None:
             rc = (nod.core_fractions[t] ** (1.0 / 3.0)) * s
             core = nod.core.scaled(rc)
@@ -465,7 +494,7 @@ def _render_nodules(
             Lc[:, 3] = nod.core_rotation.T @ (L[:, 3] - nod.core_offset * s)
             occ_c = occupancy(core, Lc, shape)
             view += occ_c * (np.maximum(view, np.float32(nod.hu_solid)) - view)
-            solid[box][occ_c >= 0.5] = k
+            solid[box][volume_preserving_mask(occ_c)] = k
 
 
 def _nodule_truth(nod: PhantomNoduleTruth, t: int, pose: np.ndarray) -> dict[str, Any]:
@@ -507,6 +536,20 @@ def _nodule_truth(nod: PhantomNoduleTruth, t: int, pose: np.ndarray) -> dict[str
     }
 
 
+class _Clock:
+    """Accumulates wall time per stage into an optional dict."""
+
+    def __init__(self, sink: dict[str, float] | None) -> None:
+        self.sink = sink
+        self.t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.sink is not None:
+            self.sink[stage] = self.sink.get(stage, 0.0) + now - self.t
+        self.t = now
+
+
 def generate_patient(
     seed: int,
     timepoints: int = 2,
@@ -515,6 +558,7 @@ def generate_patient(
     n_nodules: tuple[int, int] = (1, 4),
     slices: int | None = None,
     noise_hu: float | None = None,
+    timings: dict[str, float] | None = None,
 ) -> PhantomPatient:
     """Draw and image one phantom patient.
 
@@ -522,8 +566,10 @@ def generate_patient(
     smaller matrix means larger pixels (for fast tests). ``slices`` fixes the number of slices
     (slice spacing = coverage / slices) instead of drawing a clinical slice thickness. ``noise_hu``
     fixes the noise level (otherwise drawn per study, 10–40 HU depending on the kernel).
-    Deterministic: the same arguments give identical arrays, headers and UIDs.
+    Deterministic: the same arguments give identical arrays, headers and UIDs. ``timings``, when
+    given, accumulates seconds per stage (for ``bench/phantom.py``).
     """
+    clock = _Clock(timings)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not 1 <= timepoints <= 12:
@@ -539,6 +585,7 @@ def generate_patient(
         raise ValueError(f"noise_hu must be between 0 and 200, got {noise_hu}")
     seed = int(seed)
     an = random_anatomy(_stream(seed, "anatomy"))
+    clock.lap("anatomy design")
     rng_s = _stream(seed, "schedule")
     baseline = _dt.date(2018, 1, 1) + _dt.timedelta(days=int(rng_s.integers(0, 2500)))
     days = [0]
@@ -550,6 +597,7 @@ def generate_patient(
     count = int(rng_n.integers(lo_n, hi_n + 1))
     nodules = [_design_nodule(rng_n, k, days) for k in range(count)]
     _place_nodules(rng_n, an, nodules)
+    clock.lap("nodule design")
     # the patient's position on the table, then a small repositioning per study
     rng_p = _stream(seed, "pose")
     t_base = np.array([rng_p.uniform(-10, 10), rng_p.uniform(-20, 10), rng_p.uniform(-60, 60) - 150.0])
@@ -578,16 +626,20 @@ def generate_patient(
             round(float(trans[2] + z_lo), 4),
         )
         grid = StudyGrid(rows, rows, nz, pixel, slice_mm, origin, rot, trans)
+        clock.lap("study setup")
         hu = render_anatomy(an, grid)
+        clock.lap("render anatomy")
         render_tubes(hu, an.tubes, grid)
+        clock.lap("render vessels+airways")
         labels = np.zeros(hu.shape, dtype=np.int16)
         solid = np.zeros(hu.shape, dtype=np.int16)
         _render_nodules(nodules, t, grid, hu, labels, solid)
+        clock.lap("render nodules")
         sigma = noise_hu if noise_hu is not None else float(rng_t.uniform(10.0, 22.0) + 6.0 * (3 - study["sharpness"]))
         corr = 0.55 + 0.2 * study["sharpness"]
-        if sigma > 0:
-            add_noise(hu, rng_t, sigma, corr)
-        hu_i16 = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+        hu_i16 = noise_and_quantise(hu, rng_t, sigma, corr)
+        del hu
+        clock.lap("noise+quantise")
         study["series_description"] = f"CHEST {slice_mm:g}mm {study['kernel']}"
         positions = np.array([[origin[0], origin[1], origin[2] + k * slice_mm] for k in range(nz)])
         sop_uids = [D.phantom_uid(seed, t, "sop", k) for k in range(nz)]
@@ -596,7 +648,7 @@ def generate_patient(
             positions=positions, sop_uids=sop_uids,
         )  # fmt: skip
         geometry = VolumeGeometry(
-            origin=origin, spacing=(pixel, pixel, slice_mm), direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), shape=hu.shape
+            origin=origin, spacing=(pixel, pixel, slice_mm), direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), shape=hu_i16.shape
         )
         volume = CTVolume(
             hu=hu_i16, geometry=geometry, study_instance_uid=study["study_uid"], series_instance_uid=study["series_uid"],
@@ -605,6 +657,7 @@ def generate_patient(
         )  # fmt: skip
         pose = np.eye(4)
         pose[:3, :3], pose[:3, 3] = rot, trans
+        clock.lap("dicom headers")
         tps.append(
             PhantomTimepoint(
                 index=t, volume=volume, days_from_baseline=day, labels=labels, solid_labels=solid,
@@ -613,6 +666,7 @@ def generate_patient(
         )
     for nod in nodules:
         nod.timepoints = [_nodule_truth(nod, t, tp.anatomy_to_patient) for t, tp in enumerate(tps)]
+    clock.lap("truth")
     return PhantomPatient(seed=seed, patient_id=patient["patient_id"], patient=patient, timepoints=tps, nodules=nodules, anatomy=an)
 
 

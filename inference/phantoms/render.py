@@ -81,17 +81,16 @@ def noise_bank(rng: np.random.Generator, ny: int, nx: int, sigma_hu: float, corr
     return bank
 
 
-def add_noise(hu: np.ndarray, rng: np.random.Generator, sigma_hu: float, corr_px: float) -> None:
-    """Add correlated noise in place: each slice takes a bank slice shifted and flipped at random."""
+def noise_and_quantise(hu: np.ndarray, rng: np.random.Generator, sigma_hu: float, corr_px: float) -> np.ndarray:
+    """HU int16: ``hu`` plus correlated noise (a bank slice per slice, shifted and flipped at random)."""
     nz, ny, nx = hu.shape
-    bank = noise_bank(rng, ny, nx, sigma_hu, corr_px)
-    picks = rng.integers(0, bank.shape[0], nz)
-    shifts = rng.integers(0, max(ny, nx), (nz, 2))
-    flips = rng.integers(0, 4, nz)
-    for k in range(nz):
-        sl = np.roll(bank[picks[k]], (int(shifts[k, 0]), int(shifts[k, 1])), axis=(0, 1))
-        if flips[k] & 1:
-            sl = sl[::-1]
-        if flips[k] & 2:
-            sl = sl[:, ::-1]
-        hu[k] += sl
+    out = np.empty(hu.shape, dtype=np.int16)
+    if sigma_hu > 0:
+        bank = noise_bank(rng, ny, nx, sigma_hu, corr_px)
+    else:
+        bank = np.zeros((1, ny, nx), dtype=np.float32)
+    picks = rng.integers(0, bank.shape[0], nz).astype(np.int64)
+    shifts = rng.integers(0, max(ny, nx), (nz, 2)).astype(np.int64)
+    flips = rng.integers(0, 4, nz).astype(np.int64)
+    K.add_noise_quantise(hu, bank, picks, shifts, flips, out)
+    return out
