@@ -39,6 +39,7 @@ from reports.seg import (  # noqa: E402
     GROWTH_MODEL_NAME,
     MANUFACTURER,
     add_predecessor,
+    clip_to_volume,
     forecast_date,
     software_version,
 )
@@ -113,11 +114,14 @@ def _mask_slice(m: NoduleMeasurement | Forecast, shape: tuple[int, int, int], z:
     out = np.zeros(shape[1:], dtype=bool)
     if m.mask is None:
         return out
-    oz, oy, ox = m.mask_offset
-    if not oz <= z < oz + m.mask.shape[0]:
+    clipped = clip_to_volume(m.mask, m.mask_offset, shape)
+    if clipped is None:
         return out
-    dy, dx = m.mask.shape[1:]
-    out[oy : oy + dy, ox : ox + dx] = m.mask[z - oz]
+    mask, (oz, oy, ox) = clipped
+    if not oz <= z < oz + mask.shape[0]:
+        return out
+    dy, dx = mask.shape[1:]
+    out[oy : oy + dy, ox : ox + dx] = mask[z - oz]
     return out
 
 
@@ -171,7 +175,7 @@ def _chart(ax: plt.Axes, nodule: TrackedNodule, prior: CTVolume | None, current:
         ax.errorbar([t_end], [f.volume_mm3], yerr=err, fmt="D", color="#f58231", ms=7, capsize=4,
                     label=f"{GROWTH_MODEL_NAME} {f.model_version} (AI)")
     ax.set_xlabel("days from current study", color="white")
-    ax.set_ylabel("volume (mm³)", color="white")
+    ax.set_ylabel("volume (mm³)", color="white", labelpad=2)
     ax.set_title("Volume over time", fontsize=11, color="white")
     ax.tick_params(colors="white", labelsize=8)
     ax.grid(True, alpha=0.3)
@@ -231,7 +235,7 @@ def render_nodule_panel(nodule: TrackedNodule, prior: CTVolume | None, current: 
     _chart(axes[3], nodule, prior, current)
     axes[3].set_facecolor("white")
     fig.suptitle(f"{BANNER}   ·   {nodule.tracking_id}", color="#ff4040", fontsize=13, fontweight="bold")
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.13, wspace=0.17)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.13, wspace=0.24)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI, facecolor="black")
     buf.seek(0)

@@ -172,6 +172,24 @@ def _check_mask(mask: np.ndarray | None, offset: Sequence[int], shape: tuple[int
         raise ValueError(f"{what}: mask is empty")
 
 
+def clip_to_volume(
+    mask: np.ndarray, offset: Sequence[int], shape: tuple[int, int, int]
+) -> tuple[np.ndarray, tuple[int, int, int]] | None:
+    """The part of a cropped mask box that lies inside the volume (``None`` when nothing does).
+
+    A *predicted* extent may legitimately reach past the scanned field (a nodule near the edge of
+    the coverage growing outwards); only the part inside the current grid can be encoded.
+    """
+    lo = [max(0, int(o)) for o in offset]
+    hi = [min(full, int(o) + n) for o, n, full in zip(offset, mask.shape, shape)]
+    if any(h <= l for l, h in zip(lo, hi)):
+        return None
+    sub = mask[tuple(slice(l - int(o), h - int(o)) for l, h, o in zip(lo, hi, offset))]
+    if not sub.any():
+        return None
+    return np.asarray(sub, dtype=bool), (lo[0], lo[1], lo[2])
+
+
 def _segment_label(text: str) -> str:
     # Segment Label is LO: at most 64 characters.
     return text if len(text) <= 64 else text[:61] + "..."
@@ -210,14 +228,19 @@ def build_seg(
         f = n.forecast
         if f is None or f.mask is None:
             continue
-        _check_mask(f.mask, f.mask_offset, shape, f"{n.tracking_id} predicted mask")
+        if f.mask.ndim != 3:
+            raise ValueError(f"{n.tracking_id} predicted mask: must be a 3-D boolean array")
+        clipped = clip_to_volume(f.mask, f.mask_offset, shape)
+        if clipped is None:  # the whole predicted extent lies outside the scanned volume
+            continue
+        pred_mask, pred_offset = clipped
         when = forecast_date(volume.study_date, f.horizon_days)
         when_text = when.isoformat() if when else f"+{f.horizon_days} days"
         model = f"{GROWTH_MODEL_NAME} v{f.model_version}"
         description = f"Predicted extent at {when_text} ({model}, AI prediction)"
         label = _segment_label(f"{n.tracking_id} predicted {when_text} (AI)")
         planned.append((label, predicted_tracking_uid(n.tracking_uid, f.model_version), f"{n.tracking_id} (predicted)",
-                        n.tracking_uid, True, f.mask, tuple(f.mask_offset), description))
+                        n.tracking_uid, True, pred_mask, pred_offset, description))
 
     digest = content_digest(
         "seg", volume.study_instance_uid, volume.series_instance_uid, list(volume.sop_instance_uids),

@@ -300,3 +300,26 @@ def test_bad_inputs_fail_with_clear_messages() -> None:
                  predecessor=Predecessor("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.88.34"))
     with pytest.raises(ValueError, match="Lung-RADS"):
         codes.lung_rads_value("5")
+
+
+def test_predicted_extent_past_the_scanned_volume_is_clipped(tmp_path: Path, dciodvfy) -> None:
+    """A forecast that grows past the edge of the coverage keeps the part inside the volume."""
+    case = phantom_case(1)
+    n = next(n for n in case.nodules if n.current is not None and n.forecast is not None)
+    f = n.forecast
+    nz = case.current.hu.shape[0]
+    # Shift the predicted box so that it starts two slices below the first slice.
+    shifted = dataclasses.replace(n, forecast=dataclasses.replace(f, mask_offset=(-2, *f.mask_offset[1:])))
+    seg = build_seg(case.current, [shifted], model_version=MODEL)
+    back_path = tmp_path / "seg.dcm"
+    seg.dataset.save_as(back_path)
+    _check_valid(dciodvfy, back_path, "Segmentation")
+    back = hd.seg.segread(back_path)
+    k = seg.segment_for(n.tracking_uid, predicted=True).segment_number
+    pix = back.get_pixels_by_source_instance(source_sop_instance_uids=list(case.current.sop_instance_uids),
+                                             segment_numbers=[k], ignore_spatial_locations=True)[..., 0]
+    assert pix.sum() == f.mask[2:].sum() and not pix[min(nz, f.mask.shape[0] - 2):].any()
+    # Entirely outside: no predicted segment, the measured one stays.
+    gone = dataclasses.replace(n, forecast=dataclasses.replace(f, mask_offset=(nz + 5, *f.mask_offset[1:])))
+    seg2 = build_seg(case.current, [gone], model_version=MODEL)
+    assert [s.predicted for s in seg2.segments] == [False]
