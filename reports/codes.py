@@ -131,7 +131,9 @@ GROWTH_MODEL_VERSION = private("NT-MODEL", "Growth model version")
 FLEISCHNER_RECOMMENDATION = private("NT-FLEI", "Fleischner 2017 recommendation")
 VDT_RECOMMENDATION = private("NT-VDTREC", "Volumetric (VDT) recommendation")
 GUIDELINE = private("NT-GUIDE", "Guideline applied")
+GUIDELINE_CATEGORY = private("NT-GCAT", "Guideline category")
 RATIONALE = private("NT-RAT", "Recommendation rationale")
+FINDING_SUMMARY = private("NT-SUM", "Finding summary")
 NODULE_STATUS = private("NT-STAT", "Nodule tracking status")
 NODULE_STATUS_VALUES: dict[str, Code] = {
     "tracked": private("NT-STAT1", "Tracked from prior study"),

@@ -174,6 +174,15 @@ def _planar_group(volume: CTVolume, n: TrackedNodule, m: NoduleMeasurement) -> h
     )
 
 
+_GUIDELINE_NAMES = {"lungrads2022": "Lung-RADS v2022", "fleischner2017": "Fleischner Society 2017",
+                    "vdt": "Volume doubling time (NELSON/BTS)"}
+
+
+def guideline_name(key: str | None) -> str:
+    """Readable name of a guideline key from reports.guidelines ("lungrads2022" → "Lung-RADS v2022")."""
+    return _GUIDELINE_NAMES.get(str(key), str(key))
+
+
 def _guideline_items(result: Any, guideline: str | None) -> tuple[list[hd.sr.QualitativeEvaluation], list[Any], list[Any]]:
     """(qualitative evaluations, measurements, extra content items) for one guideline result."""
     qual: list[hd.sr.QualitativeEvaluation] = []
@@ -189,7 +198,7 @@ def _guideline_items(result: Any, guideline: str | None) -> tuple[list[hd.sr.Qua
         if str(category).strip().upper().endswith("S"):
             extra.append(_text(codes.LUNG_RADS_S_MODIFIER, "S: clinically significant finding unrelated to lung cancer"))
     elif category:
-        extra.append(_text(codes.GUIDELINE, f"{g}: category {category}"))
+        extra.append(_text(codes.GUIDELINE_CATEGORY, f"{guideline_name(g)}: {category}"))
     lo, hi = _field(result, "followup_months_min"), _field(result, "followup_months_max")
     meas.extend(_interval_measurements(lo, hi))
     due = _field(result, "due_date")
@@ -300,7 +309,7 @@ def _volumetric_group(
     qualitative += gq
     measurements += gm
     extra += gx
-    extra.append(_text(codes.RATIONALE, _nodule_rationale(n, m, result)))
+    extra.append(_text(codes.FINDING_SUMMARY, _nodule_summary(n, m)))
 
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=n.tracking_uid, identifier=n.tracking_id),
@@ -321,7 +330,8 @@ def _fmt(v: float | None, unit: str, digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:.{digits}f} {unit}"
 
 
-def _nodule_rationale(n: TrackedNodule, m: NoduleMeasurement, result: Any) -> str:
+def _nodule_summary(n: TrackedNodule, m: NoduleMeasurement) -> str:
+    """One readable sentence group of what was measured and predicted (the guideline text is separate)."""
     parts = [
         f"{n.tracking_id} ({n.status}): {m.consistency.replace('_', '-')}, volume {_fmt(m.volume_mm3, 'mm3', 0)}, "
         f"mean diameter {_fmt(m.mean_diameter_mm, 'mm')} (long {_fmt(m.long_axis_mm, 'mm')}, short {_fmt(m.short_axis_mm, 'mm')})."
@@ -341,9 +351,6 @@ def _nodule_rationale(n: TrackedNodule, m: NoduleMeasurement, result: Any) -> st
             f"{GROWTH_MODEL_NAME} {f.model_version} predicts {f.volume_mm3:.0f} mm3 "
             f"({f.volume_low_mm3:.0f}-{f.volume_high_mm3:.0f}) at +{f.horizon_days} days (AI prediction, not a measurement)."
         )
-    text = _field(result, "text", "recommendation", "management") if result is not None else None
-    if text:
-        parts.append(str(text))
     return " ".join(parts)
 
 
@@ -355,7 +362,7 @@ def _study_evaluations(recommendation: StudyRecommendationLike) -> hd.sr.Contain
     the study's interval and date sit next to its category.
     """
     qual, meas, extra = _guideline_items(recommendation, recommendation.guideline)
-    items: list[Any] = [_text(codes.GUIDELINE, recommendation.guideline)]
+    items: list[Any] = [_text(codes.GUIDELINE, guideline_name(recommendation.guideline))]
     items += [q[0] for q in qual]
     items += [m[0] for m in meas]
     items += extra
