@@ -10,8 +10,12 @@
 
 Metrics per pair, on the model grid (fixed spacing, HU window → [0, 1]):
 ``dice`` (masks thresholded at 0.5), ``psnr`` (whole patch, data range 1), ``ssim`` (3-D, whole patch,
-data range 1, MONAI's Gaussian-window SSIM), ``volume_rel_error`` = |V_pred − V_true| / V_true from
-soft mask sums (sub-voxel), ``roi_mse`` (mean squared error within 3 voxels of either nodule mask).
+data range 1, MONAI's Gaussian-window SSIM, 7-voxel window), ``volume_rel_error`` = |V_pred − V_true| /
+V_true from soft mask sums (sub-voxel), ``roi_mse`` (mean squared error within 3 voxels of either
+nodule mask). When the follow-up shows no nodule (pattern "resolved"), Dice and relative volume
+error are undefined and left out of the summaries (``n_with_nodule`` counts the rest); such pairs
+still count for PSNR, SSIM and ROI MSE, and ``predicted_volume_fraction`` (V_pred / V_baseline,
+median) shows what each method predicted for them.
 Summaries: mean of each metric except ``volume_rel_error`` (median), overall, per growth pattern
 (manifest key ``pattern``) and by whether an earlier time point was available.
 """
@@ -24,11 +28,11 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.metrics import SSIMMetric
 from monai.networks.blocks import Warp
 
 from .data import PairCache, collate, read_manifest
+from .losses import dilate
 from .network import MTNoGNet, exponential_log_ratio, isotropic_scale_ddf
 
 METHODS = ("model", "copy_baseline", "exponential_baseline")
@@ -54,30 +58,38 @@ def pair_metrics(pred_image: torch.Tensor, pred_mask: torch.Tensor, batch: dict[
     p_bin, t_bin = pred_mask > 0.5, tgt_mask > 0.5
     inter = (p_bin & t_bin).sum(dim=(1, 2, 3, 4)).float()
     denom = p_bin.sum(dim=(1, 2, 3, 4)).float() + t_bin.sum(dim=(1, 2, 3, 4)).float()
-    dice = torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
+    dice = 2 * inter / denom.clamp(min=1)
     v_pred, v_true = pred_mask.sum(dim=(1, 2, 3, 4)), tgt_mask.sum(dim=(1, 2, 3, 4))
-    roi = F.max_pool3d(torch.maximum(base_mask, tgt_mask), kernel_size=7, stride=1, padding=3) > 0.5
+    roi = dilate(torch.maximum(base_mask, tgt_mask), 3) > 0.5
     roi_mse = (((pred_image - tgt_img) ** 2) * roi).sum(dim=(1, 2, 3, 4)) / roi.sum(dim=(1, 2, 3, 4)).clamp(min=1)
     out = []
     for i in range(pred_image.shape[0]):
+        present = bool(t_bin[i].any())  # Dice and relative volume error are undefined when the nodule is gone
         out.append({
-            "dice": float(dice[i]),
+            "dice": float(dice[i]) if present else None,
             "psnr": float(10 * math.log10(1.0 / max(float(mse[i]), 1e-12))),
             "ssim": float(ssim_v[i]),
-            "volume_rel_error": float(abs(v_pred[i] - v_true[i]) / max(float(v_true[i]), 1e-6)),
+            "volume_rel_error": float(abs(v_pred[i] - v_true[i]) / float(v_true[i])) if present else None,
             "roi_mse": float(roi_mse[i]),
+            "predicted_volume_fraction": float(v_pred[i] / base_mask[i].sum().clamp(min=1e-6)),
         })
     return out
 
 
-def summarise(rows: Iterable[dict[str, float]]) -> dict[str, float]:
+def summarise(rows: Iterable[dict[str, float | None]]) -> dict[str, float | None]:
+    """Means (median for ``volume_rel_error``) over the pairs where each metric is defined."""
     rows = list(rows)
     if not rows:
         return {}
-    out: dict[str, float] = {"n": len(rows)}
+    out: dict[str, float | None] = {"n": len(rows)}
     for m in METRICS:
-        vals = np.array([r[m] for r in rows], dtype=float)
-        out[m] = float(np.median(vals)) if m == "volume_rel_error" else float(np.mean(vals))
+        vals = np.array([r[m] for r in rows if r[m] is not None], dtype=float)
+        if vals.size == 0:
+            out[m] = None
+        else:
+            out[m] = float(np.median(vals)) if m == "volume_rel_error" else float(np.mean(vals))
+    out["n_with_nodule"] = sum(1 for r in rows if r["dice"] is not None)
+    out["predicted_volume_fraction"] = float(np.median([r["predicted_volume_fraction"] for r in rows]))
     return out
 
 
@@ -141,12 +153,14 @@ def evaluate_manifest(manifest: str | Path, weights: str | Path | None, batch_si
 
 def format_table(report: dict[str, Any]) -> str:
     """Human-readable comparison: overall, then per pattern and by history availability."""
-    head = f"{'method':<22}{'group':<22}{'n':>4}{'dice':>8}{'psnr':>8}{'ssim':>8}{'volErr%':>9}{'roiMSE':>10}"
+    head = f"{'method':<22}{'group':<24}{'n':>4}{'dice':>8}{'psnr':>8}{'ssim':>8}{'volErr%':>9}{'roiMSE':>10}{'V/V0':>8}"
     lines = [head, "-" * len(head)]
 
-    def row(name: str, group: str, s: dict[str, float]) -> str:
-        return (f"{name:<22}{group:<22}{int(s['n']):>4}{s['dice']:>8.3f}{s['psnr']:>8.2f}{s['ssim']:>8.4f}"
-                f"{100 * s['volume_rel_error']:>9.1f}{s['roi_mse']:>10.5f}")
+    def row(name: str, group: str, s: dict[str, Any]) -> str:
+        dice = f"{s['dice']:>8.3f}" if s["dice"] is not None else f"{'-':>8}"
+        vol = f"{100 * s['volume_rel_error']:>9.1f}" if s["volume_rel_error"] is not None else f"{'-':>9}"
+        return (f"{name:<22}{group:<24}{int(s['n']):>4}{dice}{s['psnr']:>8.2f}{s['ssim']:>8.4f}"
+                f"{vol}{s['roi_mse']:>10.5f}{s['predicted_volume_fraction']:>8.2f}")
 
     methods = [m for m in METHODS if m in report]
     groups: list[tuple[str, str | None, str | None]] = [("all", None, None)]
@@ -159,5 +173,6 @@ def format_table(report: dict[str, Any]) -> str:
             if s:
                 lines.append(row(m, label, s))
         lines.append("")
-    lines.append("dice/psnr/ssim/roiMSE: mean; volErr%: median relative volume error")
+    lines.append("dice/psnr/ssim/roiMSE: mean; volErr%: median relative volume error; V/V0: median predicted/baseline "
+                 "volume; '-': undefined (no nodule at follow-up)")
     return "\n".join(lines)

@@ -7,15 +7,17 @@ Why these terms and weights (chosen here; the paper leaves them open):
   a patch is lung that does not change between scans except for noise; without the weight the
   nodule's few hundred voxels are drowned by tens of thousands of background voxels.
 * **Dice** on the warped baseline mask against the follow-up mask (:class:`monai.losses.DiceLoss`):
-  the volume/shape term, scale-free, so small and large nodules count alike.
+  the volume/shape term, scale-free, so small and large nodules count alike. Pairs whose follow-up
+  has no nodule (resolved) have no defined Dice and only contribute the image term.
 * **Smoothness** — :class:`monai.losses.BendingEnergyLoss` on the network's displacement field (at
   its own working resolution: the up-sampled field and the analytic exponential prior add nothing
   to penalise, and it is 8× cheaper), so that
   expansion is a plausible deformation rather than tearing, plus a small L1 penalty on the
   texture residual so that growth is explained by the warp and density change by the texture
   branch (the multi-task split the paper argues for).
-* **Deep supervision** — the half-resolution heads' predictions scored with the same terms at weight
-  ``aux_weight``.
+* **Deep supervision** — the quarter-resolution deformation head's field (up-sampled) warps the
+  baseline mask, scored with Dice and smoothness at weight ``aux_weight`` (the image term is left out
+  there: one more full-resolution warp per step for little gain on a CPU budget).
 """
 
 from __future__ import annotations
@@ -43,12 +45,19 @@ class LossWeights:
         return asdict(self)
 
 
+def dilate(mask: torch.Tensor, margin: int) -> torch.Tensor:
+    """Grey dilation by a (2·margin+1)³ cube, as three 1-D max-pools (~50× cheaper than one 3-D pool)."""
+    if margin <= 0:
+        return mask
+    k = 2 * margin + 1
+    out = F.max_pool3d(mask, kernel_size=(k, 1, 1), stride=1, padding=(margin, 0, 0))
+    out = F.max_pool3d(out, kernel_size=(1, k, 1), stride=1, padding=(0, margin, 0))
+    return F.max_pool3d(out, kernel_size=(1, 1, k), stride=1, padding=(0, 0, margin))
+
+
 def roi_weight_map(baseline_mask: torch.Tensor, followup_mask: torch.Tensor, weight: float, margin: int) -> torch.Tensor:
     """``1 + weight`` inside the dilated union of the nodule masks, 1 elsewhere."""
-    union = torch.maximum(baseline_mask, followup_mask)
-    k = 2 * margin + 1
-    dil = F.max_pool3d(union, kernel_size=k, stride=1, padding=margin) if margin > 0 else union
-    return 1.0 + weight * dil
+    return 1.0 + weight * dilate(torch.maximum(baseline_mask, followup_mask), margin)
 
 
 class GrowthLoss(torch.nn.Module):
@@ -57,15 +66,22 @@ class GrowthLoss(torch.nn.Module):
     def __init__(self, weights: LossWeights | None = None) -> None:
         super().__init__()
         self.w = weights or LossWeights()
-        self.dice = DiceLoss(sigmoid=False, softmax=False, smooth_nr=1e-3, smooth_dr=1e-3, reduction="mean")
+        self.dice = DiceLoss(sigmoid=False, softmax=False, smooth_nr=1e-3, smooth_dr=1e-3, reduction="none")
         self.bending = BendingEnergyLoss(normalize=False)
+
+    def _dice(self, mask: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+        """Mean Dice loss over the samples whose follow-up shows a nodule (undefined when it is gone)."""
+        target = (target_mask > 0.5).float()
+        per = self.dice(mask, target).reshape(mask.shape[0])
+        present = (target.sum(dim=(1, 2, 3, 4)) > 0).float()
+        return (per * present).sum() / present.sum().clamp(min=1.0)
 
     def _terms(self, image: torch.Tensor, mask: torch.Tensor, flow: torch.Tensor, residual: torch.Tensor | None,
                target_image: torch.Tensor, target_mask: torch.Tensor, weight_map: torch.Tensor) -> dict[str, torch.Tensor]:
         img = ((image - target_image) ** 2 * weight_map).sum() / weight_map.sum()
         terms = {
             "image": img,
-            "dice": self.dice(mask, (target_mask > 0.5).float()),
+            "dice": self._dice(mask, target_mask),
             "smooth": self.bending(flow),
         }
         if residual is not None:
@@ -79,9 +95,9 @@ class GrowthLoss(torch.nn.Module):
         main = self._terms(out.image, out.mask, flow, out.residual, batch["followup_image"], batch["followup_mask"], wmap)
         total = w.image * main["image"] + w.dice * main["dice"] + w.smooth * main["smooth"] + w.residual_l1 * main["residual_l1"]
         parts = {k: float(v.detach()) for k, v in main.items()}
-        if out.aux_image is not None and out.aux_mask is not None and out.aux_flow is not None:
-            aux = self._terms(out.aux_image, out.aux_mask, out.aux_flow, None, batch["followup_image"], batch["followup_mask"], wmap)
-            total = total + w.aux_weight * (w.image * aux["image"] + w.dice * aux["dice"] + w.smooth * aux["smooth"])
+        if out.aux_mask is not None and out.aux_flow is not None:
+            aux = {"dice": self._dice(out.aux_mask, batch["followup_mask"]), "smooth": self.bending(out.aux_flow)}
+            total = total + w.aux_weight * (w.dice * aux["dice"] + w.smooth * aux["smooth"])
             parts.update({f"aux_{k}": float(v.detach()) for k, v in aux.items()})
         parts["total"] = float(total.detach())
         return total, parts

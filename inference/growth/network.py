@@ -18,8 +18,8 @@ forecast interval in days and (when there is history) how many days before basel
   added to the warped image (density change: a ground-glass nodule developing a solid part).
 * **Cross-task attention**: token attention between the two decoders at the bottleneck and gated
   feature exchange at every up-sampling level, so expansion and density change stay consistent.
-* **Deep supervision**: a half-resolution flow and residual head whose outputs (up-sampled) are
-  scored by the same loss with a lower weight.
+* **Deep supervision**: a quarter-resolution deformation head whose field (up-sampled) warps the
+  baseline mask, scored by Dice and smoothness with a lower weight.
 """
 
 from __future__ import annotations
@@ -49,10 +49,14 @@ def sinusoidal_days(days: torch.Tensor, dim: int) -> torch.Tensor:
 def exponential_log_ratio(
     v_base: torch.Tensor, v_hist: torch.Tensor, days_before: torch.Tensor, interval: torch.Tensor, has_hist: torch.Tensor
 ) -> torch.Tensor:
-    """Extrapolated ``log(V_followup / V_baseline)`` under exponential growth (0 without history)."""
-    eps = 1e-3
-    rate = torch.log((v_base + eps) / (v_hist + eps)) / days_before.clamp(min=1.0)
-    return (rate * interval * has_hist).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+    """Extrapolated ``log(V_followup / V_baseline)`` under exponential growth.
+
+    Volumes are in voxels. Zero (no change) without history, and when either time point shows less
+    than one voxel of nodule: a nodule that was absent before ("new") has no growth *rate* to fit.
+    """
+    usable = has_hist * (v_hist >= 1.0).to(v_base.dtype) * (v_base >= 1.0).to(v_base.dtype)
+    rate = torch.log(v_base.clamp(min=1.0) / v_hist.clamp(min=1.0)) / days_before.clamp(min=1.0)
+    return (rate * interval * usable).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
 
 
 def isotropic_scale_ddf(mask: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
@@ -173,7 +177,6 @@ class GrowthOutput:
     residual: torch.Tensor  # texture residual added after warping
     prior_log_ratio: torch.Tensor  # exponential-model log-volume ratio used (0 without history)
     flow: torch.Tensor | None = None  # the network's own displacement at its working resolution
-    aux_image: torch.Tensor | None = None  # deep-supervision predictions (quarter-resolution heads)
     aux_mask: torch.Tensor | None = None
     aux_flow: torch.Tensor | None = None
 
@@ -205,8 +208,7 @@ class MTNoGNet(nn.Module):
         self.flow_head = nn.Conv3d(c, 3, 3, padding=1)
         self.tex_head = nn.Conv3d(c, 1, 3, padding=1)
         self.aux_flow_head = nn.Conv3d(chans[1], 3, 3, padding=1)
-        self.aux_tex_head = nn.Conv3d(chans[1], 1, 3, padding=1)
-        for head in (self.flow_head, self.tex_head, self.aux_flow_head, self.aux_tex_head):
+        for head in (self.flow_head, self.tex_head, self.aux_flow_head):
             nn.init.normal_(head.weight, std=1e-4)  # start at "copy the baseline"
             nn.init.zeros_(head.bias)
         self.warp = Warp(mode="bilinear", padding_mode="border")
@@ -263,7 +265,6 @@ class MTNoGNet(nn.Module):
         t = self.dec_tex.step(0, t, e2, cond)
         d, t = self.gates[0](d, t)
         aux_flow = self.aux_flow_head(d) if deep_supervision else None
-        aux_res = self.aux_tex_head(t) if deep_supervision else None
         d = self.dec_def.step(1, d, e1, cond)
         t = self.dec_tex.step(1, t, e1, cond)
         d, t = self.gates[1](d, t)
@@ -278,10 +279,8 @@ class MTNoGNet(nn.Module):
         out = GrowthOutput(image=image, mask=mask, ddf=ddf, residual=residual, prior_log_ratio=prior_lr, flow=flow)
         if deep_supervision:
             aux_ddf = prior_ddf + _upsample_field(aux_flow, size, displacement=True)
-            aux_residual = torch.tanh(_upsample_field(aux_res, size, displacement=False))
             out.aux_flow = aux_flow
             out.aux_mask = self.warp(baseline_mask, aux_ddf).clamp(0.0, 1.0)
-            out.aux_image = (self.warp(baseline_image, aux_ddf) + aux_residual).clamp(0.0, 1.0)
         return out
 
     def forward_batch(self, batch: dict, deep_supervision: bool = False) -> GrowthOutput:
