@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from .config import Config
@@ -17,7 +17,9 @@ from .db import Database
 from .ingest import SUPPORTED_SOP_CLASSES
 from .logs import log_event
 from .models import (
+    STUDY_ANALYSED,
     STUDY_ANALYSING,
+    STUDY_FAILED,
     STUDY_COMPLETE,
     STUDY_QUEUED,
     STUDY_RECEIVING,
@@ -54,9 +56,10 @@ def _has_ct(s: Session, study: Study) -> bool:
     )
 
 
-def mark_complete(s: Session, study: Study, config: Config, *, forced: bool = False) -> bool:
+def mark_complete(s: Session, study: Study, config: Config, *, forced: bool = False,
+                  now: dt.datetime | None = None) -> bool:
     """Complete ``study`` and enqueue its analysis. Returns True if a job was queued."""
-    now = utcnow()
+    now = now or utcnow()
     reanalysis = study.reanalyse
     study.completed_at = now
     study.reanalyse = False
@@ -74,17 +77,58 @@ def mark_complete(s: Session, study: Study, config: Config, *, forced: bool = Fa
     return True
 
 
-def sweep(db: Database, config: Config, now: dt.datetime | None = None) -> list[str]:
-    """Complete every receiving study quiet for ``stability.quiet_seconds``; returns their UIDs."""
+def refresh_arrivals(s: Session, since: dt.datetime | None, margin_seconds: float = 0.0,
+                     study_pk: int | None = None) -> list[str]:
+    """Bring each study's ``last_instance_at`` up to its newest instance, and re-open a study that
+    received instances after it was completed (queued/analysed/failed ones are then re-analysed
+    once quiet again). Only instances received after ``since`` are looked at (None = all), and
+    only study ``study_pk`` if given. An instance counts as "after completion" if received later
+    than ``completed_at - margin_seconds``: a row stamped just before a completion may commit just
+    after it, and must not be missed.
+
+    The receivers only insert instance rows (one INSERT per instance, no study row update on
+    the hot path); this is where the study-level consequences are drawn. Returns reopened UIDs.
+    """
+    latest = select(Series.study_pk, func.max(Instance.received_at)).join(Instance, Instance.series_pk == Series.id)
+    if since is not None:
+        latest = latest.where(Instance.received_at >= since)
+    if study_pk is not None:
+        latest = latest.where(Series.study_pk == study_pk)
+    margin = dt.timedelta(seconds=margin_seconds)
+    reopened = []
+    for study_pk, last in s.execute(latest.group_by(Series.study_pk)).all():
+        study = s.get(Study, study_pk)
+        if study is None or last is None:
+            continue
+        if last > study.last_instance_at:
+            study.last_instance_at = last
+        if study.state != STUDY_RECEIVING and study.completed_at is not None and last > study.completed_at - margin:
+            if study.state in (STUDY_QUEUED, STUDY_ANALYSING, STUDY_ANALYSED, STUDY_FAILED):
+                study.reanalyse = True
+            study.reason = f"new instances after {study.state}"
+            study.state = STUDY_RECEIVING
+            reopened.append(study.study_instance_uid)
+            log_event(log, "study reopened", study=study.study_instance_uid, reanalyse=study.reanalyse)
+    return reopened
+
+
+def sweep(db: Database, config: Config, now: dt.datetime | None = None, full: bool = False) -> list[str]:
+    """Complete every receiving study quiet for ``stability.quiet_seconds``; returns their UIDs.
+
+    ``full`` re-derives arrivals from every instance (start-up); otherwise from the last hour (or
+    four quiet periods, if longer) — instances older than that were seen by earlier sweeps.
+    """
     now = now or utcnow()
     cutoff = now - dt.timedelta(seconds=config.stability.quiet_seconds)
+    window = dt.timedelta(seconds=max(3600.0, 4 * config.stability.quiet_seconds))
     done: list[str] = []
     with db.write() as s:
+        refresh_arrivals(s, None if full else now - window, margin_seconds=min(2.0, config.stability.quiet_seconds / 2))
         studies = s.execute(
             select(Study).where(Study.state == STUDY_RECEIVING, Study.last_instance_at <= cutoff).order_by(Study.id)
         ).scalars().all()
         for study in studies:
-            mark_complete(s, study, config)
+            mark_complete(s, study, config, now=now)
             done.append(study.study_instance_uid)
     return done
 
@@ -95,6 +139,7 @@ def force_complete(db: Database, config: Config, study_uid: str, actor: str = "c
         study = s.execute(select(Study).where(Study.study_instance_uid == study_uid)).scalar_one_or_none()
         if study is None:
             raise UnknownStudy(study_uid)
+        refresh_arrivals(s, None, study_pk=study.id)
         queued = mark_complete(s, study, config, forced=True)
         s.add(AuditEvent(kind="action", action="complete", outcome="queued" if queued else "nothing to analyse",
                          detail={"study_instance_uid": study_uid, "actor": actor}, at=utcnow()))
@@ -108,6 +153,7 @@ class CompletionScheduler:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.db, self.config = db, config
+        self._first = True  # the first sweep after start-up looks at every instance
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.scheduler.add_job(self._run, "interval", seconds=config.stability.sweep_seconds,
                                id="completion-sweep", max_instances=1, coalesce=True,
@@ -115,7 +161,8 @@ class CompletionScheduler:
 
     def _run(self) -> None:
         try:
-            sweep(self.db, self.config)
+            sweep(self.db, self.config, full=self._first)
+            self._first = False
         except Exception:  # keep sweeping: a transient database error must not stop completion
             log.exception("completion sweep failed")
 

@@ -17,16 +17,12 @@ from typing import Any, Callable
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .db import Database
 from .spool import relative_path
 from .models import (
-    STUDY_ANALYSED,
-    STUDY_ANALYSING,
-    STUDY_FAILED,
-    STUDY_QUEUED,
     STUDY_RECEIVING,
     Instance,
     Patient,
@@ -310,7 +306,7 @@ class Indexer:
     """Writes instance rows (and their patient/study/series) — the last step before Success.
 
     Primary keys of patients/studies/series already seen are cached per process: a 300-slice
-    series then costs one INSERT and one UPDATE per instance.
+    series then costs one SELECT and one INSERT per instance.
     """
 
     def __init__(self, db: Database) -> None:
@@ -328,15 +324,25 @@ class Indexer:
               on_new: Callable[[], None] | None = None) -> bool:
         """Index one instance. Returns True if it is new, False for a duplicate UID.
 
-        ``on_new`` runs inside the transaction after the row was inserted and before the commit
-        (the SCP renames the fsync'd temp file into place there): a duplicate never replaces the
-        stored file, and two receivers racing with the same UID cannot leave the file and the row
-        describing different objects. If ``on_new`` raises, nothing is indexed.
+        ``on_new`` runs for a new UID before its row is inserted (the SCP renames the temp file
+        into place and fsyncs it there): a duplicate never replaces the stored file, and no
+        database lock is held during the fsync, so receivers fsync in parallel. If ``on_new``
+        raises, nothing is indexed. Study bookkeeping (last arrival, re-opening an analysed
+        study) is derived from ``instances.received_at`` by the completion sweep, so the hot path
+        is one indexed read and one INSERT.
         """
-        now = utcnow()
-        with self.db.write_engine.begin() as s:  # Core, not ORM: this runs once per instance
-            study_pk = self._study_pk(s, info, now)
-            series_pk = self._series_pk(s, info, study_pk)
+        series_pk = self._series.get(info.series_instance_uid)
+        if series_pk is None:
+            with self.db.write_engine.begin() as s:
+                study_pk = self._study_pk(s, info, utcnow())
+                series_pk = self._series_pk(s, info, study_pk)
+        with self.db.engine.connect() as c:
+            if c.execute(select(Instance.id).where(Instance.sop_instance_uid == info.sop_instance_uid)).first():
+                return False
+        if on_new is not None:
+            on_new()
+        now = utcnow()  # stamped after the fsync, right before the INSERT (see completion.refresh_arrivals)
+        with self.db.engine.begin() as s:  # deferred BEGIN; the INSERT takes the write lock briefly
             result = s.execute(
                 self._insert_ignore(
                     Instance.__table__,
@@ -353,25 +359,9 @@ class Indexer:
                     ),
                 ).returning(Instance.id)
             )
-            new = result.first() is not None  # nothing returned = the UID was already indexed
-            if new and on_new is not None:
-                on_new()
-            if new:
-                s.execute(
-                    update(Study)
-                    .where(Study.id == study_pk)
-                    .values(
-                        last_instance_at=now,
-                        reanalyse=Study.reanalyse
-                        | Study.state.in_([STUDY_QUEUED, STUDY_ANALYSING, STUDY_ANALYSED, STUDY_FAILED]),
-                        reason=case(
-                            (Study.state == STUDY_RECEIVING, Study.reason),
-                            else_="new instances after " + Study.state,
-                        ),
-                        state=STUDY_RECEIVING,
-                    )
-                )
-        return new
+            # Nothing returned: another receiver indexed the same UID a moment ago (same object,
+            # same file name); the sender's instance is stored either way.
+            return result.first() is not None
 
     def _patient_pk(self, s: Any, info: InstanceInfo) -> int:
         key = (info.patient_id, info.issuer)

@@ -121,6 +121,7 @@ class Study(Base):
     description: Mapped[str] = mapped_column(String(64), default="")
     state: Mapped[str] = mapped_column(String(16), default=STUDY_RECEIVING)
     reason: Mapped[str] = mapped_column(Text, default="")  # why failed / why re-analysed
+    # last_instance_at is maintained by the completion sweep (max received_at of its instances).
     first_instance_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_instance_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), default=None)
@@ -161,7 +162,8 @@ class Instance(Base):
     path: Mapped[str] = mapped_column(String(512))  # relative to the spool
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
-    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Indexed: the completion sweep derives each study's last arrival from recent instances.
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
     series: Mapped[Series] = relationship(back_populates="instances")
 

@@ -9,12 +9,16 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, select, text
+import time
+
+from sqlalchemy import func, select, text, update
 
 from dicom_node.db import Database, current_revision, head_revision, open_database, upgrade
 from dicom_node.ingest import Indexer, check_instance
-from dicom_node.models import Base, Instance, Patient, Series, Study
-from tests.node_support import PYTHON, ct_datasets
+from dicom_node.completion import sweep
+from dicom_node.config import load_config
+from dicom_node.models import Base, Instance, Patient, Series, Study, utcnow
+from tests.node_support import PYTHON, ct_datasets, node_config
 
 
 def _info(ds):
@@ -91,21 +95,25 @@ def test_index_is_idempotent_and_concurrent(db_url: str) -> None:
         db.dispose()
 
 
-def test_new_instance_for_analysed_study_requests_reanalysis(db_url: str) -> None:
+def test_new_instance_for_analysed_study_requests_reanalysis(db_url: str, tmp_path: Path) -> None:
     upgrade(db_url)
     db = Database(db_url)
+    config = load_config(node_config(tmp_path, 11112, db_url))
     try:
         first, late = ct_datasets(2, rows=8)
         indexer = Indexer(db)
         indexer.index(_info(first), "a", 1, "1.2.840.10008.1.2.1", "")
+        time.sleep(1.1)  # past the margin for rows committed around a completion (quiet/2 = 1 s)
         with db.write() as s:
-            s.execute(text("UPDATE studies SET state='analysed'"))
+            s.execute(update(Study).values(state="analysed", completed_at=utcnow()))
         # A duplicate of a known instance changes nothing...
         assert not indexer.index(_info(first), "a", 1, "1.2.840.10008.1.2.1", "")
+        sweep(db, config)
         with db.session() as s:
             assert s.execute(select(Study.state, Study.reanalyse)).one() == ("analysed", False)
-        # ...a new one reopens the study and marks it for re-analysis.
+        # ...a new one reopens the study (at the next sweep) and marks it for re-analysis.
         assert indexer.index(_info(late), "b", 1, "1.2.840.10008.1.2.1", "")
+        sweep(db, config)
         with db.session() as s:
             state, reanalyse, reason = s.execute(select(Study.state, Study.reanalyse, Study.reason)).one()
         assert (state, reanalyse) == ("receiving", True) and "analysed" in reason
