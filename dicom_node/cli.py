@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "dicom_node.commands.analyze",
     "dicom_node.commands.train",
     "dicom_node.commands.evaluate",
+    "dicom_node.commands.demo",
 ]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
