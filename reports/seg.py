@@ -248,13 +248,17 @@ def build_seg(
     )
     uids = object_uids(volume.study_instance_uid, "seg", digest, model_version)
 
-    # Only the slices that hold any mask go into the pixel array (memory: k × rows × cols × segments).
-    z_lo = min(p[6][0] for p in planned)
-    z_hi = max(p[6][0] + p[5].shape[0] for p in planned)
-    stack = np.zeros((z_hi - z_lo, shape[1], shape[2], len(planned)), dtype=np.uint8)
+    # Only the slices that hold any mask go into the pixel array and are passed as source images:
+    # memory is k × rows × cols × segments and highdicom's per-source work scales with k, not with
+    # the series length (a 300-slice series with 4 nodules has ~100 such slices).
+    zs = sorted({oz + dz for (_, _, _, _, _, mask, (oz, _, _), _) in planned
+                 for dz in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))})
+    row_of = {z: i for i, z in enumerate(zs)}
+    stack = np.zeros((len(zs), shape[1], shape[2], len(planned)), dtype=bool)
     for s, (_, _, _, _, _, mask, (oz, oy, ox), _) in enumerate(planned):
-        dz, dy, dx = mask.shape
-        stack[oz - z_lo : oz - z_lo + dz, oy : oy + dy, ox : ox + dx, s] |= mask.astype(np.uint8)
+        dy, dx = mask.shape[1:]
+        for dz in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
+            stack[row_of[oz + dz], oy : oy + dy, ox : ox + dx, s] |= mask[dz]
 
     version = software_version()
     algo_nodule = hd.AlgorithmIdentificationSequence(
@@ -281,12 +285,8 @@ def build_seg(
         descriptions.append(desc)
         segments.append(SegmentInfo(number, tuid, tid, label, predicted, nuid))
 
-    plane_positions = [
-        hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, [float(v) for v in volume.slice_datasets[z].ImagePositionPatient])
-        for z in range(z_lo, z_hi)
-    ]
     seg = hd.seg.Segmentation(
-        source_images=list(volume.slice_datasets),
+        source_images=[volume.slice_datasets[z] for z in zs],  # frame i ↔ source image i
         pixel_array=stack,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
@@ -301,7 +301,6 @@ def build_seg(
         content_description="Lung nodules (measured) and predicted extents (AI)",
         content_label="NODULES",
         series_description=SEG_SERIES_DESCRIPTION,
-        plane_positions=plane_positions,
         omit_empty_frames=True,
     )
     # Segment descriptions and patient names may hold any character: UTF-8 throughout.

@@ -93,7 +93,11 @@ def test_seg_round_trips(seed: int, tmp_path: Path) -> None:
     assert back.number_of_segments == len(present) + len(predicted)
     assert back.SegmentationType == "BINARY"
     by_uid = {back.get_segment_description(k).tracking_uid: k for k in back.segment_numbers}
-    source_uids = list(case.current.sop_instance_uids)
+    # The SEG references exactly the source slices that hold a segment (and only those).
+    all_uids = list(case.current.sop_instance_uids)
+    zs = sorted(all_uids.index(uid) for _, _, uid in back.get_source_image_uids())
+    source_uids = [all_uids[z] for z in zs]
+    others = np.setdiff1d(np.arange(len(all_uids)), zs)
     for n in present:
         k = by_uid[n.tracking_uid]
         desc = back.get_segment_description(k)
@@ -107,7 +111,7 @@ def test_seg_round_trips(seed: int, tmp_path: Path) -> None:
         full = m.full_mask(case.current.hu.shape)
         pix = back.get_pixels_by_source_instance(source_sop_instance_uids=source_uids, segment_numbers=[k],
                                                  ignore_spatial_locations=True)
-        assert np.array_equal(pix[..., 0].astype(bool), full)
+        assert np.array_equal(pix[..., 0].astype(bool), full[zs]) and not full[others].any()
     for n in predicted:
         info = seg.segment_for(n.tracking_uid, predicted=True)
         desc = back.get_segment_description(info.segment_number)
@@ -316,9 +320,10 @@ def test_predicted_extent_past_the_scanned_volume_is_clipped(tmp_path: Path, dci
     _check_valid(dciodvfy, back_path, "Segmentation")
     back = hd.seg.segread(back_path)
     k = seg.segment_for(n.tracking_uid, predicted=True).segment_number
-    pix = back.get_pixels_by_source_instance(source_sop_instance_uids=list(case.current.sop_instance_uids),
-                                             segment_numbers=[k], ignore_spatial_locations=True)[..., 0]
-    assert pix.sum() == f.mask[2:].sum() and not pix[min(nz, f.mask.shape[0] - 2):].any()
+    uids = [uid for _, _, uid in back.get_source_image_uids()]
+    pix = back.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[k],
+                                             ignore_spatial_locations=True)[..., 0]
+    assert pix.sum() == f.mask[2:].sum()
     # Entirely outside: no predicted segment, the measured one stays.
     gone = dataclasses.replace(n, forecast=dataclasses.replace(f, mask_offset=(nz + 5, *f.mask_offset[1:])))
     seg2 = build_seg(case.current, [gone], model_version=MODEL)
