@@ -101,3 +101,14 @@ def test_pair_on_model_grid(pairs: Path) -> None:
     assert abs(float(m.sum()) - true_mm3) / true_mm3 < 0.03
     assert float(s["has_history"]) == 1.0 and float(s["days_before"]) > 0
     assert float(read_manifest(pairs)[1].interval_days) > 0
+
+
+def test_cli_rejects_bad_manifest(pairs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dicom_node.cli import main
+
+    m = _rewrite(pairs, tmp_path, lambda r: r.pop("interval_days"))
+    assert main(["train", "growth", "--manifest", str(m), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "missing key(s) 'interval_days'" in capsys.readouterr().err
+    assert main(["evaluate", "growth", "--manifest", str(tmp_path / "absent.jsonl")]) == 2
+    assert "manifest not found" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "weights.pt").exists()

@@ -142,8 +142,9 @@ def evaluate_manifest(manifest: str | Path, weights: str | Path | None, batch_si
     from .forecast import default_weights_path
     from .train import load_model
 
+    records = read_manifest(manifest)  # bad input fails before the model is loaded
     model, meta = load_model(weights or default_weights_path())
-    cache = PairCache(read_manifest(manifest), model.cfg, progress=progress)
+    cache = PairCache(records, model.cfg, progress=progress)
     report = evaluate_cache(model, cache, batch_size=batch_size, progress=progress)
     report["weights"] = str(weights or default_weights_path())
     report["model_version"] = meta.get("version", "")
