@@ -78,7 +78,21 @@ def _assert_spool_consistent(node: StorageSCP) -> int:
     return len(rows)
 
 
-def test_dcmtk_echoscu_and_storescu(scp: StorageSCP, tmp_path: Path) -> None:
+@pytest.fixture
+def scp_any_db(tmp_path: Path, db_url: str):
+    """The SCP on SQLite and on a real PostgreSQL server."""
+    port = peers.free_port()
+    config = load_config(node_config(tmp_path, port, db_url, node={"allowed_calling_ae": ["STORESCU"]}))
+    upgrade(config.database.url)
+    node = StorageSCP(config)
+    node.start()
+    yield node
+    node.stop()
+    node.db.dispose()
+
+
+def test_dcmtk_echoscu_and_storescu(scp_any_db: StorageSCP, tmp_path: Path) -> None:
+    scp = scp_any_db
     env = peers.loopback_env()
     echo = subprocess.run([dcmtk("echoscu"), "-aet", "STORESCU", "-aec", "NODULETRACK", "127.0.0.1", str(scp.port)],
                           capture_output=True, text=True, env=env)
@@ -278,3 +292,30 @@ def test_every_pydicom_test_file(scp: StorageSCP, caplog: pytest.LogCaptureFixtu
     stored = _assert_spool_consistent(scp)
     print(outcome, "distinct stored:", stored)
     assert outcome["stored"] >= 20 and outcome["refused_context"] >= 20
+
+
+def test_tls(tmp_path: Path) -> None:
+    """node.tls_cert/tls_key: echo over TLS works, a plain-TCP association does not."""
+    import ssl
+
+    cert, key = tmp_path / "node.pem", tmp_path / "node.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    port = peers.free_port()
+    config = load_config(node_config(tmp_path, port, node={"tls_cert": str(cert), "tls_key": str(key)}))
+    upgrade(config.database.url)
+    node = StorageSCP(config)
+    node.start()
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        ae = AE(ae_title="TLSSCU")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", port, ae_title="NODULETRACK", tls_args=(ctx, "127.0.0.1"))
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+        assert not _echo(port, calling="PLAIN")
+    finally:
+        node.stop()
+        node.db.dispose()
