@@ -454,3 +454,100 @@ def add_noise_quantise(hu, bank, picks, shifts, flips, out):
                 elif v > 3071.0:
                     v = 3071.0
                 out[k, j, i] = np.int16(v)
+
+
+@njit(cache=True, fastmath=True)
+def _normalise3(v):
+    n = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+    if n < 1e-12:
+        return v
+    return v / n
+
+
+@njit(cache=True, fastmath=True)
+def _cross3(a, b):
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
+@njit(cache=True, fastmath=True)
+def grow_tree_kernel(p, root, d0, o0, radius, max_segments, uni, nrm, with_airways):
+    """Breadth-first vessel tree in the lungs (see ``anatomy._grow_tree``); randoms are pre-drawn.
+
+    ``uni`` (n, 6) uniforms and ``nrm`` (n, 18) standard normals, one row per queue entry processed.
+    Returns (vessel segments (k, 8): p0, p1, r0, r1; airway segments (m, 8): p0, p1, lumen r, wall).
+    """
+    cap = 2 * max_segments + 4
+    qp = np.zeros((cap, 3))
+    qd = np.zeros((cap, 3))
+    qo = np.zeros((cap, 3))
+    qr = np.zeros(cap)
+    qdepth = np.zeros(cap, dtype=np.int64)
+    head = 0
+    tail = 1
+    qp[0] = root
+    qd[0] = _normalise3(d0)
+    qo[0] = o0
+    qr[0] = radius
+    segs = np.zeros((max_segments, 8))
+    air = np.zeros((max_segments, 8))
+    n_seg = 0
+    n_air = 0
+    row = 0
+    while head < tail and n_seg < max_segments and row < uni.shape[0]:
+        pp = qp[head].copy()
+        d = qd[head].copy()
+        o = qo[head].copy()
+        r = qr[head]
+        depth = qdepth[head]
+        head += 1
+        u = uni[row]
+        g = nrm[row]
+        row += 1
+        length = min(max(r * (7.0 + 5.0 * u[0]), 4.0), 28.0)
+        r_end = r * (0.88 + 0.09 * u[1])
+        ok = False
+        q = pp + d * length
+        for attempt in range(5):
+            q = pp + d * length
+            if depth == 0 or lung_distance(p, q[0], q[1], q[2]) < -(r_end + 1.5):
+                ok = True
+                break
+            d = _normalise3(d + 0.7 * g[3 * attempt : 3 * attempt + 3])
+            length *= 0.7
+        if not ok or length < 2.0:
+            continue
+        segs[n_seg, 0:3] = pp
+        segs[n_seg, 3:6] = q
+        segs[n_seg, 6] = r
+        segs[n_seg, 7] = r_end
+        n_seg += 1
+        if with_airways and r >= 1.2:
+            o = _normalise3(o - (o[0] * d[0] + o[1] * d[1] + o[2] * d[2]) * d)
+            r_air = 0.8 * r
+            wall = max(0.5, 0.2 * r_air)
+            off = o * (r + r_air + wall + 0.4)
+            air[n_air, 0:3] = pp + off
+            air[n_air, 3:6] = q + off
+            air[n_air, 6] = r_air
+            air[n_air, 7] = wall
+            n_air += 1
+        if r_end < 0.5 or tail + 2 > cap:
+            continue
+        lam = 0.08 + 0.37 * u[2]
+        r1 = r_end * (1.0 - lam) ** (1.0 / 3.0)
+        r2 = r_end * lam ** (1.0 / 3.0)
+        plane = _normalise3(_cross3(d, g[15:18]))
+        outward = _normalise3(q - root + 1e-6)
+        a1 = 0.15 + 0.25 * u[3]
+        a2 = -(0.6 + 0.5 * u[4])
+        for c in range(2):
+            rr = r1 if c == 0 else r2
+            ang = a1 if c == 0 else a2
+            nd = _normalise3(math.cos(ang) * d + math.sin(ang) * plane + 0.2 * outward)
+            qp[tail] = q
+            qd[tail] = nd
+            qo[tail] = o
+            qr[tail] = rr
+            qdepth[tail] = depth + 1
+            tail += 1
+    return segs[:n_seg], air[:n_air]

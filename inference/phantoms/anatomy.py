@@ -92,7 +92,7 @@ def _random_anatomy(rng: np.random.Generator) -> Anatomy:
         rib_t=rng.uniform(6.0, 8.5),
         rib_h=rng.uniform(9.0, 13.0),
         rib_period=rng.uniform(24.0, 30.0),
-        rib_drop=rng.uniform(45.0, 70.0),
+        rib_drop=rng.uniform(80.0, 120.0),
         rib_phase=rng.uniform(0.0, 30.0),
         med_w=rng.uniform(12.0, 22.0),
         apex_z=apex_z,
@@ -128,11 +128,10 @@ def _texture_grid(rng: np.random.Generator, an: Anatomy, step: float = 3.0) -> N
     lo = np.array([-an.body_a - 10.0, -an.body_b - 10.0, an.z_lo - 40.0])
     hi = np.array([an.body_a + 10.0, an.body_b + 10.0, an.z_hi + 40.0])
     n = np.ceil((hi - lo) / step).astype(int) + 1
-    white = rng.standard_normal((n[2], n[1], n[0]), dtype=np.float32)
-    fine = ndi.gaussian_filter(white, 1.0, mode="wrap")
-    coarse = ndi.gaussian_filter(white[::2, ::2, ::2], 1.5, mode="wrap")
-    coarse = ndi.zoom(coarse, np.array(white.shape) / np.array(coarse.shape), order=1)
-    tex = fine / fine.std() + 0.7 * coarse / max(coarse.std(), 1e-6)
+    white = rng.standard_normal((2, n[2], n[1], n[0]), dtype=np.float32)
+    fine = ndi.gaussian_filter(white[0], 1.0, mode="wrap", truncate=3.0)
+    coarse = ndi.gaussian_filter(white[1], 2.5, mode="wrap", truncate=2.5)
+    tex = fine / fine.std() + 0.7 * coarse / max(float(coarse.std()), 1e-6)
     an.tex = (tex / tex.std()).astype(np.float32)
     an.tex_origin = lo.astype(np.float64)
     an.tex_step = step
@@ -150,43 +149,30 @@ def _grow_tree(
     radius: float,
     hu: float,
     max_segments: int,
-    kind: str = "vessel",
+    airways: list[tuple[np.ndarray, np.ndarray, float, float]] | None = None,
 ) -> list[Tube]:
-    """A branching, tapering tree inside the lungs (Murray's law splits, outward bias)."""
-    out: list[Tube] = []
-    stack = [(root, _unit(direction), radius, 0)]
-    side = np.sign(root[0]) or 1.0
-    while stack and len(out) < max_segments:
-        p, d, r, depth = stack.pop(0)
-        length = float(np.clip(r * rng.uniform(6.0, 10.0), 6.0, 40.0))
-        r_end = r * rng.uniform(0.85, 0.95)
-        ok = False
-        for _ in range(6):
-            q = p + d * length
-            margin = r_end + 1.0 if depth > 0 else -30.0
-            if float(an.lung_distance(q)[0]) < -margin:
-                ok = True
-                break
-            # steer back into the lung: random turn, shorter
-            d = _unit(d + rng.normal(0, 0.6, 3) - 0.3 * np.array([side, 0.0, 0.0]) * 0)
-            length *= 0.7
-        if not ok or length < 3.0:
-            continue
-        out.append(Tube(tuple(p), tuple(q), float(r), float(r_end), hu, "max", kind))
-        if r_end < 0.55:
-            continue
-        lam = rng.uniform(0.25, 0.5)
-        r1 = r_end * (1 - lam) ** (1 / 3)
-        r2 = r_end * lam ** (1 / 3)
-        perp = _unit(np.cross(d, rng.standard_normal(3)))
-        outward = _unit(q - root + 1e-6)
-        for rr, ang in ((r1, rng.uniform(0.15, 0.45)), (r2, -rng.uniform(0.5, 0.9))):
-            nd = _unit(np.cos(ang) * d + np.sin(ang) * perp + 0.25 * outward)
-            stack.append((q, nd, rr, depth + 1))
-    return out
+    """A branching, tapering vessel tree filling one lung region (breadth first, Murray's law).
+
+    Every segment tapers; at its end it splits into a major and a minor child (radii from
+    ``r³ = r₁³ + r₂³``) turned apart in a random plane, with a slight pull away from the root so that
+    the tree spreads towards the pleura; branches stop near the pleura or below 0.5 mm radius. When
+    ``airways`` is given, bronchi (lumen radius ≈ 0.8·r) run alongside segments of r ≥ 1.2 mm, as
+    bronchi accompany pulmonary arteries.
+    """
+    d0 = _unit(direction)
+    o0 = _unit(np.cross(d0, rng.standard_normal(3)))
+    n_rows = 3 * max_segments
+    uni = rng.random((n_rows, 6))
+    nrm = rng.standard_normal((n_rows, 18))
+    segs, air = K.grow_tree_kernel(
+        an.p, np.asarray(root, dtype=np.float64), d0, o0, float(radius), int(max_segments), uni, nrm, airways is not None
+    )
+    if airways is not None:
+        airways.extend((a[0:3].copy(), a[3:6].copy(), float(a[6]), float(a[7])) for a in air)
+    return [Tube(tuple(map(float, s[0:3])), tuple(map(float, s[3:6])), float(s[6]), float(s[7]), hu, "max", "vessel") for s in segs]
 
 
-def random_anatomy(rng: np.random.Generator, *, vessel_segments: int = 700) -> Anatomy:
+def random_anatomy(rng: np.random.Generator, *, vessel_segments: int = 6000) -> Anatomy:
     """A random adult chest with texture, pulmonary vessel trees, airways and aorta."""
     an = _random_anatomy(rng)
     _texture_grid(rng, an)
@@ -210,11 +196,20 @@ def random_anatomy(rng: np.random.Generator, *, vessel_segments: int = 700) -> A
     desc1 = np.array([desc0[0] * 0.7, desc0[1] - 5.0, an.z_lo - 30.0])
     for p0, p1 in ((asc0, arch_top), (arch_top, desc0), (desc0, desc1)):
         tubes.append(Tube(tuple(p0), tuple(p1), r_ao, r_ao, 42.0, "paint", "aorta"))
-    # pulmonary vessel trees: arteries from each hilum, a second tree for veins lower down
+    # pulmonary vessel trees from each hilum: arteries (with bronchi alongside) and veins
+    airways: list[tuple[np.ndarray, np.ndarray, float, float]] = []
+    vessels: list[Tube] = []
     for s in (-1.0, 1.0):
-        for k, (dz, hu) in enumerate(((0.0, 40.0), (-35.0, 35.0))):
-            root = hila[s] + np.array([s * 5.0, 8.0 * k, dz])
-            for d in ((s, 0.1, 0.6), (s, 0.2, -0.5), (s, -0.5, -0.2)):
-                tubes += _grow_tree(rng, an, root, np.array(d), rng.uniform(4.0, 6.0), hu, vessel_segments // 12)
+        for k, (dz, hu) in enumerate(((0.0, 40.0), (-30.0, 35.0))):
+            root = hila[s] + np.array([s * 4.0, 6.0 * k, dz])
+            for d in ((s * 0.5, 0.1, 0.9), (s, 0.3, 0.1), (s, -0.6, 0.0), (s * 0.6, 0.3, -0.8), (s * 0.5, -0.4, -0.7)):
+                vessels += _grow_tree(
+                    rng, an, root, np.array(d), rng.uniform(3.5, 5.0), hu, vessel_segments // 20,
+                    airways if k == 0 else None,
+                )  # fmt: skip
+    tubes += vessels
+    # bronchi: all walls first, then all lumens, so a wall never covers another branch's lumen
+    tubes += [Tube(tuple(a), tuple(b), r + w, (r + w) * 0.95, 25.0, "paint", "airway_wall") for a, b, r, w in airways]
+    tubes += [Tube(tuple(a), tuple(b), r, r * 0.95, -1000.0, "paint", "airway") for a, b, r, w in airways]
     an.tubes = tubes
     return an
