@@ -89,7 +89,11 @@ def predecessor_reference(predecessor: Predecessor) -> Dataset:
 
 
 def add_predecessor(dataset: Dataset, predecessor: Predecessor | None) -> None:
-    """Reference ``predecessor`` from an image IOD (SEG, SC) and declare the private scheme."""
+    """Reference ``predecessor`` from an image IOD (SEG, SC) and declare the private scheme.
+
+    Callers may always pass the instance a previous run wrote: when it has the new object's own
+    SOP Instance UID (unchanged result) no reference is added.
+    """
     if predecessor is None:
         return
     if predecessor.study_instance_uid != dataset.StudyInstanceUID:
@@ -98,7 +102,9 @@ def add_predecessor(dataset: Dataset, predecessor: Predecessor | None) -> None:
             f"({predecessor.study_instance_uid} ≠ {dataset.StudyInstanceUID}); a result only replaces its own study's"
         )
     if predecessor.sop_instance_uid == dataset.SOPInstanceUID:
-        raise ValueError("predecessor has the same SOP Instance UID as the new object: nothing changed, nothing to replace")
+        # Same inputs, same result, same UID: this object *is* the earlier one (a re-run replaces
+        # it in the PACS); referencing itself would be wrong, so there is nothing to add.
+        return
     refs = list(getattr(dataset, "ReferencedImageSequence", []))
     refs.append(predecessor_reference(predecessor))
     dataset.ReferencedImageSequence = refs

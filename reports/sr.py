@@ -354,20 +354,31 @@ def _nodule_summary(n: TrackedNodule, m: NoduleMeasurement) -> str:
     return " ".join(parts)
 
 
-def _study_evaluations(recommendation: StudyRecommendationLike) -> hd.sr.ContainerContentItem:
-    """The root's "Qualitative Evaluations" container with the study recommendation.
+def _study_evaluations(
+    recommendation: StudyRecommendationLike | None, resolved: Sequence[TrackedNodule]
+) -> hd.sr.ContainerContentItem:
+    """The root's "Qualitative Evaluations" container: the study recommendation and resolved nodules.
 
     TID 1500 lists CODE and TEXT items for this container; the follow-up interval (NUM, with its
     derivation) and due date (DATE) are added too, as the Comprehensive 3D SR IOD allows, so that
-    the study's interval and date sit next to its category.
+    the study's interval and date sit next to its category. A nodule seen on the prior but not on
+    the current study has no image region to measure; it is listed here as text with its tracking
+    UID so that the follow-up history stays complete.
     """
-    qual, meas, extra = _guideline_items(recommendation, recommendation.guideline)
-    items: list[Any] = [_text(codes.GUIDELINE, guideline_name(recommendation.guideline))]
-    items += [q[0] for q in qual]
-    items += [m[0] for m in meas]
-    items += extra
-    if recommendation.text and not any(getattr(e, "TextValue", None) == " ".join(recommendation.text.split()) for e in extra):
-        items.append(_text(codes.RATIONALE, recommendation.text))
+    items: list[Any] = []
+    if recommendation is not None:
+        qual, meas, extra = _guideline_items(recommendation, recommendation.guideline)
+        items.append(_text(codes.GUIDELINE, guideline_name(recommendation.guideline)))
+        items += [q[0] for q in qual]
+        items += [m[0] for m in meas]
+        items += extra
+        if recommendation.text and not any(getattr(e, "TextValue", None) == " ".join(recommendation.text.split()) for e in extra):
+            items.append(_text(codes.RATIONALE, recommendation.text))
+    for n in resolved:
+        p = n.prior
+        was = f" (prior volume {p.volume_mm3:.0f} mm3, mean diameter {p.mean_diameter_mm:.1f} mm)" if p is not None else ""
+        items.append(_text(codes.FINDING_SUMMARY, f"{n.tracking_id} (tracking UID {n.tracking_uid}): resolved, "
+                                                  f"not seen on the current study{was}."))
     container = hd.sr.ContainerContentItem(
         name=codes.QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
@@ -397,10 +408,12 @@ def build_sr(
     """Build the TID 1500 SR for the current study ``volume``.
 
     ``seg`` is the SEG written for the same study (its segments are referenced); nodules without a
-    current measurement (resolved) are not reported as measurement groups. ``predecessor`` is the SR
+    current measurement (resolved) have no measurement group but are listed in the report's
+    Qualitative Evaluations, so pass all tracked nodules. ``predecessor`` is the SR
     this one replaces, if a previous run wrote a different result for the study.
     """
     present = [n for n in nodules if n.current is not None]
+    resolved = [n for n in nodules if n.current is None]
     if not present:
         raise ValueError("no nodule with a current measurement: nothing to report")
     if seg.dataset.StudyInstanceUID != volume.study_instance_uid:
@@ -420,6 +433,7 @@ def build_sr(
         [(n.tracking_uid, n.tracking_id, n.status, n.current, n.prior, n.interval_days, n.vdt_days, n.volume_change_pct,
           n.forecast) for n in present],
         _recommendation_digest(recommendation), prior_study_date,
+        [(n.tracking_uid, n.tracking_id, n.prior) for n in resolved],
     )
     uids = object_uids(volume.study_instance_uid, "sr", digest, model_version)
 
@@ -436,14 +450,14 @@ def build_sr(
         imaging_measurements=groups,
         title=codes.IMAGING_MEASUREMENT_REPORT,
     )
-    if recommendation is not None:
-        report[0].ContentSequence.append(_study_evaluations(recommendation))
+    if recommendation is not None or resolved:
+        report[0].ContentSequence.append(_study_evaluations(recommendation, resolved))
     previous = None
     if predecessor is not None:
         if predecessor.study_instance_uid != volume.study_instance_uid:
             raise ValueError("predecessor SR belongs to another study")
-        if predecessor.sop_instance_uid == uids.sop_instance_uid:
-            raise ValueError("predecessor has the same SOP Instance UID as the new SR: nothing changed, nothing to replace")
+    if predecessor is not None and predecessor.sop_instance_uid != uids.sop_instance_uid:
+        # (an unchanged result has the earlier SR's own UID: it replaces it, nothing to reference)
         prev = Dataset()
         prev.StudyInstanceUID = predecessor.study_instance_uid
         prev.SeriesInstanceUID = predecessor.series_instance_uid

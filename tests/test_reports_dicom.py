@@ -190,6 +190,17 @@ def test_sr_round_trips(seed: int, tmp_path: Path) -> None:
     assert guideline_name(rec.guideline) in texts and " ".join(rec.text.split()) in texts
 
 
+def test_resolved_nodule_is_listed_in_the_sr(tmp_path: Path, dciodvfy) -> None:
+    case, _, sr, _ = _build(3)  # phantom 3: nodule 1 is gone on the follow-up
+    resolved = [n for n in case.nodules if n.current is None]
+    assert resolved
+    sr.dataset.save_as(tmp_path / "sr.dcm")
+    dump = subprocess.run(["dsrdump", "+Pl", str(tmp_path / "sr.dcm")], capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", check=True).stdout
+    for n in resolved:
+        assert f"{n.tracking_id} (tracking UID {n.tracking_uid}): resolved" in dump
+
+
 def test_dsrdump_renders_tid1500(tmp_path: Path) -> None:
     _, _, sr, _ = _build(2)
     path = tmp_path / "sr.dcm"
@@ -259,8 +270,14 @@ def test_uids_are_deterministic_and_a_changed_result_references_its_predecessor(
                           ("key3", keys3[0].dataset, "SCImage")):
         ds.save_as(tmp_path / f"{name}.dcm")
         _check_valid(dciodvfy, tmp_path / f"{name}.dcm", iod)
-    # Bytes differ only where the content differs: the unchanged objects are byte-identical in UIDs.
     assert pydicom.dcmread(tmp_path / "sr3.dcm").SOPInstanceUID == sr3.uids.sop_instance_uid
+    # An unchanged result passed its own earlier instance as "predecessor": same UIDs, no self-reference
+    # (so a caller may always pass what the previous run wrote).
+    seg4 = build_seg(case.current, case.nodules, model_version=MODEL, predecessor=pred_seg)
+    sr4 = build_sr(case.current, case.nodules, seg4, case.recommendation, model_version=MODEL,
+                   prior_study_date=case.prior.study_date, predecessor=pred_sr)
+    assert seg4.uids == seg1.uids and sr4.uids == sr1.uids
+    assert "ReferencedImageSequence" not in seg4.dataset and "PredecessorDocumentsSequence" not in sr4.dataset
 
 
 def test_content_digest_is_canonical() -> None:
