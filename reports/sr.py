@@ -466,7 +466,9 @@ def build_sr(
         previous = [prev]
 
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[seg.dataset, *volume.slice_datasets],
+        # Evidence = what the content references: the SEG and the long-axis slices (not the whole
+        # series: highdicom's per-evidence work would dominate the SR's build time).
+        evidence=[seg.dataset, *[volume.slice_datasets[z] for z in sorted({int(n.current.long_axis_slice) for n in present})]],  # type: ignore[union-attr]
         content=report[0],
         series_instance_uid=uids.series_instance_uid,
         series_number=series_number,
