@@ -27,6 +27,7 @@ from typing import Any
 from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
+from . import reactor
 from .config import Config
 from .db import Database, open_database
 from .ingest import (
@@ -86,6 +87,7 @@ class StorageSCP:
     """One receiving process: an AE bound to ``node.host:node.port`` writing to the spool and DB."""
 
     def __init__(self, config: Config, db: Database | None = None, reuse_port: bool = True) -> None:
+        reactor.install()  # event-driven waits in pynetdicom's reactors (see reactor.py)
         self.config = config
         self.db = db or open_database(config.database.url)
         self.spool = Spool(config.spool_dir, fsync=config.storage.fsync)
