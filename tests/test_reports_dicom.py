@@ -190,6 +190,23 @@ def test_sr_round_trips(seed: int, tmp_path: Path) -> None:
     assert guideline_name(rec.guideline) in texts and " ".join(rec.text.split()) in texts
 
 
+def test_without_growth_model_or_recommendation(tmp_path: Path, dciodvfy) -> None:
+    """No forecast (no growth model) and no guideline result: still valid objects, nothing invented."""
+    case = phantom_case(1)
+    bare = [dataclasses.replace(n, forecast=None) for n in case.nodules]
+    seg = build_seg(case.current, bare, model_version="none")
+    sr = build_sr(case.current, bare, seg, None, model_version="none")
+    keys = build_key_images(None, case.current, bare, model_version="none")
+    assert not any(s.predicted for s in seg.segments)
+    for name, ds, iod in (("seg", seg.dataset, "Segmentation"), ("sr", sr.dataset, "Comprehensive3DSR"),
+                          ("key", keys[0].dataset, "SCImage")):
+        ds.save_as(tmp_path / f"{name}.dcm")
+        _check_valid(dciodvfy, tmp_path / f"{name}.dcm", iod)
+    dump = subprocess.run(["dsrdump", "+Pl", str(tmp_path / "sr.dcm")], capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", check=True).stdout
+    assert "Predicted" not in dump and "Recommended Follow-up" not in dump and "Lung-RADS" not in dump
+
+
 def test_resolved_nodule_is_listed_in_the_sr(tmp_path: Path, dciodvfy) -> None:
     case, _, sr, _ = _build(3)  # phantom 3: nodule 1 is gone on the follow-up
     resolved = [n for n in case.nodules if n.current is None]

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from reports.keyimages import build_key_images
 from reports.seg import build_seg
 from reports.sr import build_sr
 from tests import peers
@@ -81,7 +82,8 @@ def test_ohif_shows_seg_overlay_and_sr_measurements(ohif_dist: Path, orthanc_fac
     orthanc = orthanc_factory(dicomweb=True)
     for path in write_ct(case.current, case.variant, tmp_path / "ct"):
         orthanc.upload(path.read_bytes())
-    for ds in (seg.dataset, sr.dataset):
+    keys = build_key_images(case.prior, case.current, case.nodules, model_version=MODEL)
+    for ds in (seg.dataset, sr.dataset, *[k.dataset for k in keys]):  # Orthanc accepts every object
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         assert orthanc.upload(buf.getvalue())["Status"] == "Success"
