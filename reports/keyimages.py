@@ -305,6 +305,7 @@ def build_key_images(
         )
         sc.SpecificCharacterSet = "ISO_IR 192"  # comments and names in UTF-8
         sc.ImageType = ["DERIVED", "SECONDARY"]
+        sc.ConversionType = "WSD"  # rendered by software (workstation), not digitised from film/video
         sc.BurnedInAnnotation = "YES"
         # A chest CT: without Body Part Examined, validators ask for Laterality (a paired-organ rule).
         sc.BodyPartExamined = str(getattr(ref, "BodyPartExamined", "") or "CHEST")
