@@ -246,24 +246,14 @@ def _write_dicom(
                 return Predecessor(p["study_instance_uid"], p["series_instance_uid"], p["sop_instance_uid"], p["sop_class_uid"])
         return None
 
-    def replaces(new_uid: str, pred: Predecessor | None) -> Predecessor | None:
-        # Same inputs give the same UID: a re-run replaces the object, no predecessor reference.
-        return pred if pred is not None and pred.sop_instance_uid != new_uid else None
-
-    seg = build_seg(current, present, model_version=version)
-    pred = replaces(seg.uids.sop_instance_uid, predecessor("seg"))
-    if pred is not None:
-        seg = build_seg(current, present, model_version=version, predecessor=pred)
+    # The writers reference a predecessor only when the new object's UID differs (a changed result);
+    # the same inputs give the same UIDs, so a re-run simply replaces the objects in the PACS.
+    seg = build_seg(current, present, model_version=version, predecessor=predecessor("seg"))
     prior_date = prior.study_date if prior is not None else None
-    sr = build_sr(current, present, seg, recommendation, model_version=version, prior_study_date=prior_date)
-    pred = replaces(sr.uids.sop_instance_uid, predecessor("sr"))
-    if pred is not None:
-        sr = build_sr(current, present, seg, recommendation, model_version=version, prior_study_date=prior_date, predecessor=pred)
-    keys = build_key_images(prior, current, present, model_version=version)
-    changed = {k.tracking_uid: replaces(k.uids.sop_instance_uid, predecessor("key", k.tracking_uid)) for k in keys}
-    if any(changed.values()):
-        keys = build_key_images(prior, current, present, model_version=version,
-                                predecessors={uid: p for uid, p in changed.items() if p is not None})
+    sr = build_sr(current, analysis.nodules, seg, recommendation, model_version=version, prior_study_date=prior_date,
+                  predecessor=predecessor("sr"))
+    key_predecessors = {t.tracking_uid: p for t in present if (p := predecessor("key", t.tracking_uid)) is not None}
+    keys = build_key_images(prior, current, present, model_version=version, predecessors=key_predecessors)
 
     paths = [_save(seg.dataset, out_dir / "seg.dcm"), _save(sr.dataset, out_dir / "sr.dcm")]
     objects = [_identifiers("seg", seg.dataset), _identifiers("sr", sr.dataset)]
