@@ -102,12 +102,18 @@ class NodeReceiver:
         self.port, self.aec = peers.free_port(), "NODULETRACK"
         self.config = node_config(work, self.port, node={"receivers": self.receivers, "max_associations": 16},
                                   storage={"fsync": True}, stability={"quiet_seconds": 3600},
-                                  logging={"level": "WARNING"})
+                                  logging={"level": "INFO"})
         self.log = open(work / "node.log", "ab")
         self.proc = subprocess.Popen([PYTHON, "-m", "dicom_node.cli", "serve", "--config", str(self.config)],
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd="/")
         peers.wait_for_port(self.port, 60, self.proc)
-        time.sleep(0.5 * self.receivers)  # spawned receivers bind just after the first
+        # Every receiver process is up (and done importing) once serve logs "node started".
+        deadline = time.monotonic() + 120
+        while "node started" not in (work / "node.log").read_text(errors="replace"):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("node did not start: " + (work / "node.log").read_text(errors="replace")[-2000:])
+            time.sleep(0.1)
+        time.sleep(1.0)  # let the start-up CPU burst settle, as for the other receivers
         return self
 
     def count(self) -> int:
