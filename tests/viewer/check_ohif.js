@@ -2,7 +2,8 @@
 //
 //   node check_ohif.js CONFIG_JSON
 // CONFIG_JSON: {"baseUrl", "studyUid", "views": [{"name", "seriesUid", "wait": "segmentation"|"measurements",
-//               "minSegments", "minMeasurements"}], "outDir", "chromium", "timeoutMs"}
+//               "minSegments", "minMeasurements", "probe"}], "outDir", "chromium", "timeoutMs"}
+// ("probe": optional JavaScript expression evaluated in the page after the wait, for debugging.)
 // For each view it opens /viewer?StudyInstanceUIDs=...&initialSeriesInstanceUID=..., waits (real waits,
 // polling OHIF's own services) until the SEG or the SR is loaded and drawn, takes a screenshot, and
 // prints one JSON object on stdout with what window.services reports. Only 127.0.0.1 is reachable:
