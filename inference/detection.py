@@ -25,6 +25,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import scipy.ndimage as ndi
+from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from .lung import LungMask
 from .registration import block_mean, factors_for
@@ -37,7 +38,8 @@ SeedSource = Literal["tracked", "annotation", "detector", "propagated"]
 
 MIN_DIAMETER_MM = 4.0
 MAX_ELONGATION = 2.6  # ratio of largest to smallest principal SD; vessels are ≫ 3
-MIN_BLOB_RATIO = 0.15  # |λ_min| / |λ_max| of the Hessian at the candidate; 0 for a tube, 1 for a sphere
+MIN_SOLIDITY = 0.45  # mask / convex hull volume: branching vessel trees fall far below
+MAX_DIAMETER_MM = 40.0  # beyond 30 mm a lesion is a mass; 40 leaves room for measurement error  # |λ_min| / |λ_max| of the Hessian at the candidate; 0 for a tube, 1 for a sphere
 
 
 @dataclass
@@ -190,7 +192,7 @@ _SPHERE = _fibonacci_sphere()
 
 
 def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.2,
-                    min_radius_mm: float = 1.5, max_shell_fraction: float = 0.16) -> list[Seed]:
+                    min_radius_mm: float = 1.8, max_shell_fraction: float = 0.10) -> list[Seed]:
     """Compact dense blobs inside the lungs (see module docstring).
 
     1. ``dense`` = voxels of the lung envelope denser than the faintest ground glass worth reporting:
@@ -221,10 +223,17 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.2,
     env = env[: img.shape[0], : img.shape[1], : img.shape[2]]
     img = ndi.gaussian_filter(img, np.maximum(0.0, np.sqrt(np.maximum(1.0 - (spacing / 2.0) ** 2, 0.0))) / spacing)
     P = stats.parenchyma_hu
+    # local parenchyma level: mean of the aerated lung within ~15 mm (normalised convolution), since
+    # dependent lung is denser than non-dependent lung
+    aer = (env & (img < stats.air_threshold)).astype(np.float32)
+    wsum = ndi.gaussian_filter(aer, 15.0 / spacing)
+    local = ndi.gaussian_filter(np.where(aer > 0, img, 0.0).astype(np.float32), 15.0 / spacing)
+    local = np.where(wsum > 0.05, local / np.maximum(wsum, 1e-6), P)
+    del aer, wsum
     noise = stats.noise_hu / np.sqrt(max(1.0, float(np.prod(f))))
-    thr = P + max(0.12 * (stats.tissue_hu - P), 4.0 * noise)
-    dense = (img > thr) & env
-    del img
+    thr = max(0.12 * (stats.tissue_hu - P), 4.0 * noise)
+    dense = ((img - local) > thr) & env
+    del img, local
     edt = ndi.distance_transform_edt(dense, sampling=spacing).astype(np.float32)
     peaks = (edt >= min_radius_mm) & (edt == ndi.maximum_filter(edt, size=3))
     pts = np.argwhere(peaks)
@@ -234,12 +243,17 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.2,
     order = np.argsort(-radii, kind="stable")
     pts, radii = pts[order], radii[order]
     seeds: list[Seed] = []
-    taken: list[tuple[np.ndarray, float]] = []
     shape = np.asarray(dense.shape)
-    for p, r in zip(pts, radii):
-        pm = p * spacing
-        if any(np.linalg.norm(pm - q) < max(r, rq) for q, rq in taken):
+    # greedy suppression: a maximum inside a larger (earlier) one's inscribed ball is the same blob
+    pmm = pts * spacing
+    tree = cKDTree(pmm)
+    suppressed = np.zeros(len(pts), dtype=bool)
+    for i, (p, r) in enumerate(zip(pts, radii)):
+        if suppressed[i]:
             continue
+        for j in tree.query_ball_point(pmm[i], float(r)):
+            if j > i:
+                suppressed[j] = True
         fracs = []
         for k in (1.6, 2.0):
             rr = k * float(r) + 0.5 * float(spacing.min())
@@ -248,14 +262,15 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.2,
             vals = np.zeros(len(sample), dtype=bool)
             vals[ok] = dense[tuple(sample[ok].T)]
             fracs.append(float(vals.mean()))
-        taken.append((pm, float(r)))
         shell = min(fracs)
         if shell > max_shell_fraction:
             continue
         c = p * f + lo_full + (np.asarray(f) - 1) / 2.0
         cmm = g.index_to_lps(c)
         seeds.append(Seed(tuple(float(v) for v in cmm), "detector", radius_mm=float(r) * 1.2,
-                          score=float(r) * (1.0 - shell)))
+                          score=1.0 - shell))
+    # most blob-like first (a clean shell), so a cap on candidates drops vessel-like ones
+    seeds.sort(key=lambda s: -s.score)
     return seeds
 
 
@@ -269,18 +284,27 @@ def shape_features(seg: NoduleSegmentation, spacing_zyx: tuple[float, float, flo
     else:
         elong = 99.0
     dv = float(np.prod(spacing_zyx))
+    # solidity: mask volume / convex hull volume (vessel trees ≪ nodules, even spiculated ones)
+    solidity = 1.0
+    if len(pts) >= 10:
+        try:
+            hull = ConvexHull(pts)
+            solidity = float(min(1.0, seg.mask.sum() * dv / max(hull.volume + 0.5 * hull.area * min(spacing_zyx), 1e-6)))
+        except QhullError:
+            solidity = 1.0
     bbox_vol = float(np.prod(seg.mask.shape)) * dv
     fill = float(seg.mask.sum() * dv / max(bbox_vol, 1e-6))
     leak = float(seg.region_voxels * dv / max(seg.volume_mm3, 1e-6))
-    return {"d_eq_mm": d_eq, "elongation": elong, "fill": fill, "leak": leak,
+    return {"d_eq_mm": d_eq, "elongation": elong, "fill": fill, "leak": leak, "solidity": solidity,
             "contrast_hu": seg.nodule_hu - seg.parenchyma_hu}
 
 
 def is_nodule(feat: dict[str, float]) -> bool:
-    return feat["d_eq_mm"] >= MIN_DIAMETER_MM and feat["elongation"] <= MAX_ELONGATION
+    return (MIN_DIAMETER_MM <= feat["d_eq_mm"] <= MAX_DIAMETER_MM and feat["elongation"] <= MAX_ELONGATION
+            and feat["solidity"] >= MIN_SOLIDITY)
 
 
-def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 80) -> list[Candidate]:
+def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 50) -> list[Candidate]:
     """Automatic detector: blob candidates verified by segmentation and shape rules."""
     g = vol.geometry
     sx, sy, sz = g.spacing

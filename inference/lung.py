@@ -70,7 +70,7 @@ def _closing_edt(mask: np.ndarray, radius_mm: float, sampling: tuple[float, floa
     return closed[pad[0]:-pad[0], pad[1]:-pad[1], pad[2]:-pad[2]] | mask
 
 
-def compute_lung_mask(vol: CTVolume, *, coarse_mm: float = 2.0, closing_mm: float = 12.0) -> LungMask:
+def compute_lung_mask(vol: CTVolume, *, coarse_mm: float = 2.5, closing_mm: float = 12.0) -> LungMask:
     """Segment the lungs: aerated, enclosed, large low-density regions; then close and fill.
 
     Raises ValueError when no lung-sized air region exists (e.g. not a chest CT).
@@ -98,7 +98,13 @@ def compute_lung_mask(vol: CTVolume, *, coarse_mm: float = 2.0, closing_mm: floa
     filled = ndi.binary_fill_holes(air)
     for k in range(filled.shape[0]):
         filled[k] = ndi.binary_fill_holes(filled[k])
-    filled = _closing_edt(filled, closing_mm, sampling)
+    # the closing only needs to be approximate (segmentation refines it locally): do it on a 2× coarser
+    # grid, where the two distance transforms are 8× cheaper
+    half = filled[: filled.shape[0] // 2 * 2, : filled.shape[1] // 2 * 2, : filled.shape[2] // 2 * 2]
+    half = half.reshape(half.shape[0] // 2, 2, half.shape[1] // 2, 2, half.shape[2] // 2, 2).any(axis=(1, 3, 5))
+    closed = _closing_edt(half, closing_mm, tuple(2 * s for s in sampling))
+    up2 = closed.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    filled[: up2.shape[0], : up2.shape[1], : up2.shape[2]] |= up2
     filled = ndi.binary_fill_holes(filled)
     full = np.zeros(vol.hu.shape, dtype=bool)
     up = filled.repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
@@ -107,11 +113,13 @@ def compute_lung_mask(vol: CTVolume, *, coarse_mm: float = 2.0, closing_mm: floa
     parenchyma = float(np.median(coarse[air]))
     body = (coarse >= t_air) & ~filled
     vals = coarse[body]
-    vals = vals[(vals > t_air) & (vals < 300)]
+    # fat (≈ −100 HU) is excluded: a solid nodule has the density of water-like soft tissue, which
+    # physically lies above −50 HU (muscle, organs, blood); bone and contrast are above ~150
+    vals = vals[(vals > -50.0) & (vals < 150.0)]
     if vals.size > 100:
-        hist, edges = np.histogram(vals, bins=np.arange(t_air, 300, 10.0))
+        hist, edges = np.histogram(vals, bins=np.arange(-50.0, 150.0, 5.0))
         hist = ndi.gaussian_filter1d(hist.astype(float), 1.5)
-        tissue = float(edges[int(np.argmax(hist))] + 5.0)
+        tissue = float(edges[int(np.argmax(hist))] + 2.5)
     else:
         tissue = 40.0  # no soft tissue in view: water-equivalent soft tissue
     # full-resolution noise of the aerated lung (texture + quantum noise), from a slab in the middle

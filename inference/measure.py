@@ -7,8 +7,9 @@
   voxel along the direction), which is what calipers on the image would give.
 * Mean diameter = (long + short) / 2 (CLINICAL.md).
 * Solid component: the same mean diameter measured on the solid part.
-* Consistency from how much of the nodule's volume is solid: ≥ 80 % solid → solid; a solid
-  component of at least ~1.5 mm → part-solid; otherwise ground glass.
+* Consistency: solid when the nodule's own density (its envelope, see segmentation.py) is above
+  halfway between parenchyma and soft tissue, or ≥ 80 % of its volume is; a solid component of at
+  least ~1.5 mm inside ground glass → part-solid; otherwise ground glass.
 """
 
 from __future__ import annotations
@@ -73,11 +74,14 @@ def axial_diameters(mask: np.ndarray, dy: float, dx: float) -> tuple[float, floa
     return best
 
 
-def classify_consistency(volume_mm3: float, solid_volume_mm3: float, solid_diameter_mm: float) -> Consistency:
+def classify_consistency(volume_mm3: float, solid_volume_mm3: float, solid_diameter_mm: float,
+                         envelope_solid: bool = False) -> Consistency:
+    """Solid when the nodule's bulk (its envelope density) is solid or nearly all of it is solid;
+    part-solid when a solid component of measurable size sits in ground glass; else ground glass."""
     if volume_mm3 <= 0:
         return "ground_glass"
     ratio = solid_volume_mm3 / volume_mm3
-    if ratio >= SOLID_FRACTION_SOLID:
+    if envelope_solid or ratio >= SOLID_FRACTION_SOLID:
         return "solid"
     if solid_diameter_mm >= MIN_SOLID_COMPONENT_MM:
         return "part_solid"
@@ -108,7 +112,8 @@ def measure(vol: CTVolume, seg: NoduleSegmentation) -> NoduleMeasurement:
         solid_d = 0.5 * (sla + ssa)
     else:
         solid_d = 0.0
-    consistency = classify_consistency(seg.volume_mm3, seg.solid_volume_mm3, solid_d)
+    consistency = classify_consistency(seg.volume_mm3, seg.solid_volume_mm3, solid_d,
+                                       envelope_solid=seg.nodule_hu > seg.solid_threshold_hu)
     if consistency == "ground_glass":
         solid_d = 0.0
     box = tuple(slice(o, o + n) for o, n in zip(seg.offset, seg.mask.shape))

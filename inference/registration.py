@@ -208,8 +208,14 @@ def refine_local(prior: CTVolume, current: CTVolume, glob: RigidTransform, cente
     reg.SetMovingInitialTransform(g_aff)
     reg.SetInitialTransform(sitk.TranslationTransform(3), inPlace=False)
     try:
+        before = reg.MetricEvaluate(fixed, moving)
         t = reg.Execute(fixed, moving)
     except RuntimeError:
+        return glob
+    after = float(reg.GetMetricValue())
+    # a crop without structure (homogeneous lung) does not constrain the shift: keep the global
+    # transform unless the local fit is clearly better (correlation metric: more negative = better)
+    if not after < before - 0.02 * abs(before):
         return glob
     if t.GetName() == "CompositeTransform":
         t = sitk.CompositeTransform(t).GetNthTransform(0)
@@ -219,4 +225,4 @@ def refine_local(prior: CTVolume, current: CTVolume, glob: RigidTransform, cente
     local = np.eye(4)
     local[:3, 3] = shift
     # moving point = glob(local(x))
-    return RigidTransform(glob.current_to_prior @ local, float(reg.GetMetricValue()))
+    return RigidTransform(glob.current_to_prior @ local, after)

@@ -40,6 +40,7 @@ class NoduleSegmentation:
     solid_volume_mm3: float
     parenchyma_hu: float
     nodule_hu: float  # D: density of the nodule's envelope (ground glass or solid)
+    solid_threshold_hu: float  # halfway parenchyma → soft tissue: denser = solid
     peak_index: tuple[int, int, int]  # full-grid (z, y, x)
     juxtapleural: bool
     touches_crop: bool
@@ -96,8 +97,8 @@ def segment_nodule(
     seed = np.asarray(seed_index, dtype=float)
     search = search_mm if search_mm is not None else max(2.5, 0.6 * r_hint)
 
-    for attempt in range(3):
-        half_mm = max(18.0, 2.2 * r_hint + 8.0) * (1.5 ** attempt)
+    for attempt in range(2):
+        half_mm = max(12.0, 2.0 * r_hint + 6.0) * (1.6 ** attempt)
         half = np.array([half_mm / sz, half_mm / sy, half_mm / sx])
         lo = np.maximum(np.floor(seed - half).astype(int), 0)
         hi = np.minimum(np.ceil(seed + half).astype(int) + 1, np.asarray(g.shape))
@@ -124,19 +125,16 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     air = (s1 < stats.air_threshold) & lung_c
     if air.sum() < 50:
         return None
-    closing_mm = float(np.clip(1.3 * r_hint + 2.0, 5.0, 22.0))
-    envelope = ndi.binary_fill_holes(_closing(air, closing_mm, sampling))
     # parenchyma reference: aerated voxels of this neighbourhood
-    par_vals = hu[air]
-    P = float(np.median(par_vals))
+    P = float(np.median(hu[air]))
     sigma = float(1.4826 * np.median(np.abs(s1[air] - np.median(s1[air]))))
     tissue = stats.tissue_hu
     t_solid = 0.5 * (P + tissue)
 
-    # densest point within the search radius of the seed, inside the envelope
+    # densest point within the search radius of the seed, inside the lung envelope
     zz, yy, xx = np.ogrid[: hu.shape[0], : hu.shape[1], : hu.shape[2]]
     d2 = ((zz - seed[0]) * sz) ** 2 + ((yy - seed[1]) * sy) ** 2 + ((xx - seed[2]) * sx) ** 2
-    near = (d2 <= search_mm ** 2) & envelope
+    near = (d2 <= search_mm ** 2) & lung_c
     if not near.any():
         return None
     cand = np.where(near, np.minimum(s2, tissue + 200.0), -np.inf)
@@ -147,23 +145,40 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         return None
 
     t_low = P + max(3.0 * sigma, 50.0, 0.15 * min(contrast, tissue - P))
-    region = _component_at((s1 > t_low) & envelope, peak, sampling, max_dist_mm=1.5)
+    dense = s1 > t_low
+    envelope = lung_c
+    region = _component_at(dense & envelope, peak, sampling, max_dist_mm=1.5)
     if not region.any():
         return None
+    # touching the (coarse) lung boundary: juxtapleural or juxtamediastinal. Recompute the envelope
+    # at full resolution: aerated lung closed with a ball a bit larger than the nodule, so the nodule
+    # (a bump on the wall) is inside and the wall is not.
+    env_edge = lung_c & ~ndi.binary_erosion(lung_c, border_value=1)
+    if (region & env_edge).any():
+        closing_mm = float(np.clip(1.3 * r_hint + 2.0, 5.0, 22.0))
+        envelope = ndi.binary_fill_holes(_closing(air, closing_mm, sampling))
+        region = _component_at(dense & envelope, peak, sampling, max_dist_mm=1.5)
+        if not region.any():
+            return None
     region_voxels = int(region.sum())
     # inscribed radius near the peak sets the opening that cuts vessels thinner than the nodule
     inside = ndi.distance_transform_edt(region, sampling=sampling)
     r_in = float(np.max(np.where(d2 <= (search_mm + 2.0) ** 2, inside, 0.0)))
     rho = float(np.clip(0.55 * r_in, 0.5 * min(sampling[1:]) + 0.01, 6.0))
-    opened = _component_at(_ball_open(region, rho, sampling), peak, sampling, max_dist_mm=rho + 2.0)
+    inner = inside > rho
+    if inner.any():
+        opened_all = ndi.distance_transform_edt(~inner, sampling=sampling) <= rho + 1e-6
+        opened = _component_at(opened_all & region, peak, sampling, max_dist_mm=rho + 2.0)
+    else:
+        opened = np.zeros_like(region)
     if not opened.any():
-        opened = region & (ndi.distance_transform_edt(~_point_mask(hu.shape, peak), sampling=sampling) <= r_in)
+        opened = region & (np.sqrt(d2) <= max(r_in, 1.0))
     # restore margins (lobulation, short spicules) lost by the opening, within the region
     restored = region & (ndi.distance_transform_edt(~opened, sampling=sampling) <= rho)
     mask_lo = _component_at(restored, peak, sampling)
 
     # nodule density from its core: ground glass level if a subsolid part exists, else solid level
-    depth = ndi.distance_transform_edt(mask_lo, sampling=sampling)
+    depth = np.where(mask_lo, inside, 0.0)
     core = depth > max(1.0, min(sampling))
     if core.sum() < 8:
         core = depth >= np.max(depth) * 0.6
@@ -204,7 +219,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     box = tuple(slice(max(0, b.start - margin), min(n, b.stop + margin)) for b, n in zip(bbox, hu.shape))
     touches = any(b.start == 0 or b.stop == n for b, n in zip(bbox, hu.shape))
     # juxtapleural: the nodule reaches the envelope boundary (pleura/mediastinum)
-    env_edge = envelope & ~ndi.binary_erosion(envelope)
+    env_edge = envelope & ~ndi.binary_erosion(envelope, border_value=1)
     juxta = bool((ndi.binary_dilation(half, iterations=1) & env_edge & ~air).sum() > 3)
     off = tuple(int(o + b.start) for o, b in zip(offset, box))
     return NoduleSegmentation(
@@ -216,6 +231,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         solid_volume_mm3=solid_volume,
         parenchyma_hu=P,
         nodule_hu=D,
+        solid_threshold_hu=t_solid,
         peak_index=tuple(int(o + p) for o, p in zip(offset, peak)),  # type: ignore[arg-type]
         juxtapleural=juxta,
         touches_crop=touches,

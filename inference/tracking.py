@@ -21,6 +21,8 @@ from .types import NoduleMeasurement
 # expected error of mapped centres: registration residual (~2 mm) plus centroid shift with growth
 _BASE_TOL_MM = 3.0
 _GATE_SIGMAS = 3.5
+# beyond five doublings (or halvings) between two scans a "match" is more likely two different things
+_MAX_VOLUME_RATIO = 32.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ def match_nodules(prior_in_current: list[NoduleMeasurement], mapped_centers_mm: 
             d = float(np.linalg.norm(mapped_centers_mm[i] - np.asarray(b.center_mm)))
             tol = _tolerance(a, b)
             dist[i, j] = d
-            if d <= _GATE_SIGMAS * tol:
+            ratio = max(b.volume_mm3, 1e-3) / max(a.volume_mm3, 1e-3)
+            if d <= _GATE_SIGMAS * tol and 1.0 / _MAX_VOLUME_RATIO <= ratio <= _MAX_VOLUME_RATIO:
                 size = abs(math.log(max(b.volume_mm3, 1e-3) / max(a.volume_mm3, 1e-3)))
                 cost[i, j] = (d / tol) ** 2 + 0.1 * size
     rows, cols = linear_sum_assignment(cost)

@@ -27,7 +27,7 @@ from scipy import ndimage as ndi
 
 from . import _kernels as K
 from .patient import PATTERNS, PhantomNoduleTruth, _design_nodule, _fit_core, _stream
-from .shapes import make_shape, occupancy_in_grid, random_rotation, volume_preserving_mask
+from .shapes import blend_nodule, make_shape, occupancy_in_grid, random_rotation, volume_preserving_mask
 
 
 def _nifti(path: Path, data: np.ndarray, origin_lps: np.ndarray, spacing: np.ndarray) -> None:
@@ -153,8 +153,8 @@ def _render_patch(nod: PhantomNoduleTruth, t: int, origin: np.ndarray, spacing: 
         if found is not None:
             occ, box = found
             view = hu[box]
-            v = nod.hu_solid if nod.consistency == "solid" else nod.hu_gg
-            view += occ * (np.maximum(view, np.float32(v)) - view)
+            solid_outer = nod.consistency == "solid"
+            blend_nodule(view, occ, nod.hu_solid if solid_outer else nod.hu_gg, lung_hu, solid_outer)
             mask[box][volume_preserving_mask(occ)] = 1
             if nod.consistency != "solid" and nod.core_fractions[t] > 0 and nod.core is not None:
                 core = nod.core.scaled(nod.core_fractions[t] ** (1.0 / 3.0) * s)
@@ -165,7 +165,7 @@ def _render_patch(nod: PhantomNoduleTruth, t: int, origin: np.ndarray, spacing: 
                 if found_c is not None:
                     occ_c, box_c = found_c
                     view_c = hu[box_c]
-                    view_c += occ_c * (np.maximum(view_c, np.float32(nod.hu_solid)) - view_c)
+                    blend_nodule(view_c, occ_c, nod.hu_solid, lung_hu, True)
     if sigma > 0:
         noise = ndi.gaussian_filter(rng.standard_normal(hu.shape, dtype=np.float32), (0.4, 0.8, 0.8), truncate=2.5)
         hu += noise * np.float32(sigma / max(float(noise.std()), 1e-6))

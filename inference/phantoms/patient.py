@@ -33,6 +33,7 @@ from .shapes import (
     make_shape,
     occupancy,
     random_rotation,
+    blend_nodule,
     table_directions,
     volume_preserving_mask,
 )
@@ -262,7 +263,7 @@ def _design_nodule(
         f = rng.uniform(0.04, 0.1)
         for i in range(j, n_t):
             fractions[i] = min(0.45, f * 2.0 ** (i - j))
-    hu_gg = rng.uniform(-650.0, -400.0)
+    hu_gg = rng.uniform(-600.0, -400.0)
     hu_solid = rng.uniform(20.0, 60.0)
     return PhantomNoduleTruth(
         id=f"N{k + 1}", consistency=consistency, margin=margin, location=location, pattern=pattern,
@@ -450,7 +451,13 @@ def _study_info(seed: int, t: int, rng: np.random.Generator, date: _dt.date, pat
 
 
 def _render_nodules(
-    nodules: list[PhantomNoduleTruth], t: int, grid: StudyGrid, hu: np.ndarray, labels: np.ndarray, solid: np.ndarray
+    nodules: list[PhantomNoduleTruth],
+    t: int,
+    grid: StudyGrid,
+    hu: np.ndarray,
+    labels: np.ndarray,
+    solid: np.ndarray,
+    lung_hu: float,
 ) -> None:
     """Blend every nodule present at ``t`` into ``hu`` and write its label masks."""
     A = grid.index_to_anatomy_affine()
@@ -479,9 +486,8 @@ def _render_nodules(
         L[:, 3] = q.T @ (A[:, :3] @ lo + A[:, 3] - c)
         occ = occupancy(outer, L, shape)
         view = hu[box]
-        v_outer = nod.hu_solid if nod.consistency == "solid" else nod.hu_gg
-        # the nodule replaces parenchyma but keeps anything denser (a vessel running through)
-        view += occ * (np.maximum(view, np.float32(v_outer)) - view)
+        solid_outer = nod.consistency == "solid"
+        blend_nodule(view, occ, nod.hu_solid if solid_outer else nod.hu_gg, lung_hu, solid_outer)
         mask = volume_preserving_mask(occ)
         labels[box][mask] = k
         if nod.consistency == "solid":
@@ -493,7 +499,7 @@ def _render_nodules(
             Lc[:, :3] = nod.core_rotation.T @ L[:, :3]
             Lc[:, 3] = nod.core_rotation.T @ (L[:, 3] - nod.core_offset * s)
             occ_c = occupancy(core, Lc, shape)
-            view += occ_c * (np.maximum(view, np.float32(nod.hu_solid)) - view)
+            blend_nodule(view, occ_c, nod.hu_solid, lung_hu, True)
             solid[box][volume_preserving_mask(occ_c)] = k
 
 
@@ -633,7 +639,7 @@ def generate_patient(
         clock.lap("render vessels+airways")
         labels = np.zeros(hu.shape, dtype=np.int16)
         solid = np.zeros(hu.shape, dtype=np.int16)
-        _render_nodules(nodules, t, grid, hu, labels, solid)
+        _render_nodules(nodules, t, grid, hu, labels, solid, an.hu_lung)
         clock.lap("render nodules")
         sigma = noise_hu if noise_hu is not None else float(rng_t.uniform(10.0, 22.0) + 6.0 * (3 - study["sharpness"]))
         corr = 0.55 + 0.2 * study["sharpness"]

@@ -168,6 +168,20 @@ def occupancy_in_grid(
     return occ, (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
 
 
+def blend_nodule(view: np.ndarray, occ: np.ndarray, value: float, lung_hu: float, solid: bool) -> None:
+    """Blend a nodule component into ``view`` (HU, in place) with partial-volume weights ``occ``.
+
+    Solid tissue replaces the parenchyma; ground glass is a hazy rise that keeps half of the
+    underlying parenchymal texture. Either way anything denser already there (a vessel running
+    through) stays visible, as on CT.
+    """
+    if solid:
+        target = np.maximum(view, np.float32(value))
+    else:
+        target = np.maximum(view, np.float32(value) + np.float32(0.5) * (view - np.float32(lung_hu)))
+    view += occ * (target - view)
+
+
 def volume_preserving_mask(occ: np.ndarray) -> np.ndarray:
     """Boolean mask of the ``round(Σ occ)`` voxels with the highest occupancy.
 
