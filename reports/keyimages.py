@@ -281,14 +281,21 @@ def build_key_images(
          for n in present],
     )
     series_uid = object_uids(current.study_instance_uid, "keyimages", series_digest, model_version).series_instance_uid
+    for n in present:  # validate everything before rendering anything
+        z = int(n.current.long_axis_slice)  # type: ignore[union-attr]
+        if not 0 <= z < len(current.slice_datasets):
+            raise ValueError(f"{n.tracking_id}: long_axis_slice {z} is outside the series (0..{len(current.slice_datasets) - 1})")
+        if n.prior is not None and prior is not None and not 0 <= int(n.prior.long_axis_slice) < prior.hu.shape[0]:
+            raise ValueError(f"{n.tracking_id}: prior long_axis_slice {n.prior.long_axis_slice} is outside the prior series")
     out: list[KeyImageResult] = []
     for number, n in enumerate(present, start=1):
         cur = n.current
         assert cur is not None
+        z = int(cur.long_axis_slice)
         uids = object_uids(current.study_instance_uid, "keyimages", content_digest(series_digest, n.tracking_uid), model_version)
         uids = ObjectUIDs(series_uid, uids.sop_instance_uid, uids.content_digest)
         rgb = render_nodule_panel(n, prior, current)
-        ref = current.slice_datasets[int(cur.long_axis_slice)]
+        ref = current.slice_datasets[z]
         sc = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=ref,
             pixel_array=rgb,

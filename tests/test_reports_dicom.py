@@ -333,6 +333,9 @@ def test_bad_inputs_fail_with_clear_messages() -> None:
     wrong_slice = dataclasses.replace(n, current=dataclasses.replace(n.current, long_axis_slice=(n.current.long_axis_slice + 3) % case.current.hu.shape[0]))
     with pytest.raises(ValueError, match="long-axis end points"):
         build_sr(case.current, [wrong_slice], seg, None, model_version=MODEL)
+    with pytest.raises(ValueError, match="outside the series"):
+        build_key_images(case.prior, case.current, [dataclasses.replace(n, current=dataclasses.replace(n.current, long_axis_slice=10_000))],
+                         model_version=MODEL)
     with pytest.raises(ValueError, match="another study"):
         build_sr(case.current, [n], seg, None, model_version=MODEL,
                  predecessor=Predecessor("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.88.34"))
