@@ -241,6 +241,7 @@ def test_key_images_are_labelled_secondary_captures(tmp_path: Path) -> None:
         assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
         assert ds.BurnedInAnnotation == "YES"
         assert ds.PhotometricInterpretation == "RGB" and ds.SamplesPerPixel == 3
+        assert ds.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
         rgb = ds.pixel_array
         assert rgb.shape == (ds.Rows, ds.Columns, 3) and rgb.shape[1] > 1000
         # The red "AI OUTPUT — NOT FOR DIAGNOSIS" banner is burned into the top rows.
