@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
+from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.transport import ThreadedAssociationServer
 
 from . import reactor
@@ -88,6 +89,9 @@ class StorageSCP:
 
     def __init__(self, config: Config, db: Database | None = None, reuse_port: bool = True) -> None:
         reactor.install()  # event-driven waits in pynetdicom's reactors (see reactor.py)
+        # pynetdicom's "standard" handlers format a log text for every PDU and DIMSE message even
+        # when nothing is logged; our own per-association and per-failure lines say what matters.
+        _pynetdicom_config.LOG_HANDLER_LEVEL = "none"
         self.config = config
         self.db = db or open_database(config.database.url)
         self.spool = Spool(config.spool_dir, fsync=config.storage.fsync)

@@ -197,12 +197,27 @@ class WorkerPool:
         self.stop_event = self._ctx.Event()
         self.procs: list[Any] = []
 
+    def _spawn(self, index: int) -> Any:
+        proc = self._ctx.Process(target=_worker_process_main, args=(self.config, self.stop_event, index),
+                                 name=f"noduletrack-worker-{index}")
+        proc.start()
+        return proc
+
     def start(self) -> None:
-        for i in range(self.count):
-            proc = self._ctx.Process(target=_worker_process_main, args=(self.config, self.stop_event, i),
-                                     name=f"noduletrack-worker-{i}")
-            proc.start()
-            self.procs.append(proc)
+        self.procs = [self._spawn(i) for i in range(self.count)]
+
+    def restart_dead(self) -> int:
+        """Replace worker processes that died (e.g. killed by the OOM killer); their job's lease
+        expires and another worker retries it. Returns how many were restarted."""
+        if self.stop_event.is_set():
+            return 0
+        restarted = 0
+        for i, proc in enumerate(self.procs):
+            if not proc.is_alive():
+                log_event(log, "worker process died; restarting", logging.ERROR, index=i, exitcode=proc.exitcode)
+                self.procs[i] = self._spawn(i)
+                restarted += 1
+        return restarted
 
     def drain(self, timeout: float | None = None) -> None:
         """Ask every worker to finish its current job and exit; wait for them."""

@@ -319,3 +319,24 @@ def test_tls(tmp_path: Path) -> None:
     finally:
         node.stop()
         node.db.dispose()
+
+
+def test_association_limit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="noduletrack.scp")
+    port = peers.free_port()
+    config = load_config(node_config(tmp_path, port, node={"max_associations": 1}))
+    upgrade(config.database.url)
+    node = StorageSCP(config)
+    node.start()
+    try:
+        ae = AE(ae_title="FIRST")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        first = ae.associate("127.0.0.1", port, ae_title="NODULETRACK")
+        assert first.is_established
+        assert not _echo(port, calling="SECOND")  # over node.max_associations
+        first.release()
+        assert wait_until(lambda: _echo(port, calling="THIRD"), 10, what="a free association slot")
+        assert "too many associations" in _log_text(caplog)
+    finally:
+        node.stop()
+        node.db.dispose()

@@ -51,9 +51,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
               receivers=config.node.receivers, workers=pool.count)
     try:
         while not stop.wait(1.0):
-            if pool.count and pool.alive() < pool.count:
-                log_event(log, "a worker process exited unexpectedly", logging.ERROR, alive=pool.alive())
-                return 1
+            pool.restart_dead()
     finally:
         # Stop taking new work first, then let running jobs finish.
         log_event(log, "node stopping")
