@@ -16,7 +16,6 @@ Paths in the manifest are relative to the manifest's directory. Every growth pat
 from __future__ import annotations
 
 import json
-import os
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -215,6 +214,13 @@ def _write_pair(args: tuple) -> dict[str, Any]:
     return line
 
 
+def _worker_init() -> None:
+    """One compute thread per worker process: the processes are the parallelism."""
+    import numba
+
+    numba.set_num_threads(1)
+
+
 def _solid_volume(nod: PhantomNoduleTruth, t: int) -> float:
     if not nod.present(t):
         return 0.0
@@ -269,7 +275,8 @@ def generate_patch_pairs(
             if bar:
                 bar.update()
     else:
-        with get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
+        # spawn, not fork: numba's thread pool in this process does not survive a fork
+        with get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
             for line in pool.imap(_write_pair, jobs, chunksize=4):
                 lines.append(line)
                 if bar:
