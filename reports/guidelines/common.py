@@ -69,7 +69,10 @@ def sphere_diameter_mm(volume_mm3: float) -> float:
 
 
 def format_value(value: object) -> str:
-    """How an input is shown in a rationale: JSON-like booleans, numbers as written."""
+    """How an input is shown in a rationale: JSON-like booleans, numbers to at most 2 decimals.
+
+    Measured values arrive with float noise (29.757704857175977 mm); a report shows 29.76.
+    """
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
@@ -77,7 +80,7 @@ def format_value(value: object) -> str:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, float):
-        return repr(value)
+        return repr(round(value, 2))
     return str(value)
 
 
