@@ -32,6 +32,8 @@ from .models import (
 from .queue import ANALYZE_STUDY, enqueue
 
 log = logging.getLogger("noduletrack.completion")
+# APScheduler logs two INFO lines per sweep (every few seconds); our sweep logs what it completes.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 # What the pipeline analyses: CT images (the other accepted classes come along with priors).
 ANALYSABLE_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1")

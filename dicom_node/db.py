@@ -16,12 +16,16 @@ Keep write transactions short: they serialise every writer on SQLite.
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+# Alembic logs plugin set-up and context details at INFO on every command; nothing an operator needs.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -114,11 +118,8 @@ def alembic_config(url: str) -> Any:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply the Alembic migrations up to ``revision`` (idempotent)."""
-    import logging
-
     from alembic import command
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing useful here
     make_engine(url).dispose()  # creates the SQLite parent directory when needed
     command.upgrade(alembic_config(url), revision)
 
