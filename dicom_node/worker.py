@@ -64,11 +64,13 @@ def _analyze_study(ctx: JobContext) -> dict[str, Any] | None:
         if exc.name in ("dicom_node.pipeline",):
             raise queue.PermanentJobError("analysis pipeline not installed (module dicom_node.pipeline is missing)") from None
         raise
-    study_uid = ctx.study_uid()
-    if ctx.config.pacs.query_retrieve and ctx.config.pacs.host:
-        from .priors import ensure_prior
+    from .priors import ensure_prior
 
-        ensure_prior(ctx.db, ctx.config, study_uid)  # DB first, then C-FIND/C-MOVE; recorded
+    study_uid = ctx.study_uid()
+    # The prior: our database first, then (pacs.query_retrieve) C-FIND/C-MOVE; the choice and its
+    # reason are recorded in prior_links. A PACS that cannot be asked raises PriorError and the
+    # job is retried (analysing without the prior would report every nodule as new).
+    ensure_prior(ctx.db, ctx.config, study_uid)
     result = pipeline.analyze_study(ctx.db.factory, ctx.config, study_uid, ctx.spool)
     if result is None or isinstance(result, dict):
         return result
