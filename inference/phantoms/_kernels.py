@@ -179,17 +179,25 @@ def voxel_hu(p, tex, to, tinv, x, y, z, inv):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def render_anatomy_kernel(p, tex, to, tinv, A, out, ramp_mm):
-    """Fill ``out`` (nz, ny, nx) with anatomy HU; ``A`` (3×4) maps voxel (x, y, z, 1) → anatomy mm."""
+def render_anatomy_kernel(p, tex, to, tinv, A, out, ramp_mm, z_sub):
+    """Fill ``out`` (nz, ny, nx) with anatomy HU; ``A`` (3×4) maps voxel (x, y, z, 1) → anatomy mm.
+
+    ``z_sub`` > 1 averages that many samples across the slice thickness, so that surfaces crossing
+    a thick slice are partial-volume blended in z too (the in-plane ramp handles x and y).
+    """
     nz, ny, nx = out.shape
     inv = 1.0 / ramp_mm
     for k in prange(nz):
         for j in range(ny):
-            bx = A[0, 1] * j + A[0, 2] * k + A[0, 3]
-            by = A[1, 1] * j + A[1, 2] * k + A[1, 3]
-            bz = A[2, 1] * j + A[2, 2] * k + A[2, 3]
             for i in range(nx):
-                out[k, j, i] = voxel_hu(p, tex, to, tinv, bx + A[0, 0] * i, by + A[1, 0] * i, bz + A[2, 0] * i, inv)
+                acc = 0.0
+                for s in range(z_sub):
+                    kz = k + (s + 0.5) / z_sub - 0.5
+                    x = A[0, 0] * i + A[0, 1] * j + A[0, 2] * kz + A[0, 3]
+                    y = A[1, 0] * i + A[1, 1] * j + A[1, 2] * kz + A[1, 3]
+                    z = A[2, 0] * i + A[2, 1] * j + A[2, 2] * kz + A[2, 3]
+                    acc += voxel_hu(p, tex, to, tinv, x, y, z, inv)
+                out[k, j, i] = acc / z_sub
 
 
 @njit(cache=True, fastmath=True)
@@ -228,7 +236,7 @@ def paint_tubes_kernel(hu, seg, hu_val, mode, origin, sp, ramp_mm):
     inv = 1.0 / ramp_mm
     for s in range(seg.shape[0]):
         ax, ay, az, bx, by, bz, r0, r1 = seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3], seg[s, 4], seg[s, 5], seg[s, 6], seg[s, 7]
-        rm = max(r0, r1) + 1.5 * ramp_mm
+        rm = max(r0, r1) + max(1.5 * ramp_mm, sp[2])
         i0 = max(int(math.floor((min(ax, bx) - rm - origin[0]) / sp[0])), 0)
         i1 = min(int(math.ceil((max(ax, bx) + rm - origin[0]) / sp[0])) + 1, nx)
         j0 = max(int(math.floor((min(ay, by) - rm - origin[1]) / sp[1])), 0)
@@ -251,10 +259,18 @@ def paint_tubes_kernel(hu, seg, hu_val, mode, origin, sp, ramp_mm):
                     dx = px - t * ex
                     dy = py - t * ey
                     dz = pz - t * ez
-                    d = math.sqrt(dx * dx + dy * dy + dz * dz) - (r0 + (r1 - r0) * t)
-                    if d * inv >= 0.5:
+                    dn = math.sqrt(dx * dx + dy * dy + dz * dz)
+                    d = dn - (r0 + (r1 - r0) * t)
+                    # ramp = the voxel's extent along the direction away from the axis (thick
+                    # slices blur a vessel over neighbouring slices instead of missing it)
+                    if dn > 1e-9:
+                        w = ramp_mm * math.sqrt(dx * dx + dy * dy) / dn + sp[2] * abs(dz) / dn
+                    else:
+                        w = ramp_mm
+                    w = max(w, ramp_mm)
+                    if d >= 0.5 * w:
                         continue
-                    o = _occ(d, inv)
+                    o = _occ(d, 1.0 / w)
                     cur = hu[k, j, i]
                     new = cur + o * (v - cur)
                     if mode[s] == 0:

@@ -56,7 +56,9 @@ def render_anatomy(an: Anatomy, grid: StudyGrid) -> np.ndarray:
     """Anatomy HU ``(nz, rows, cols)`` float32 with partial-volume edges (no tubes, no noise)."""
     out = np.empty((grid.nz, grid.rows, grid.cols), dtype=np.float32)
     A = np.ascontiguousarray(grid.index_to_anatomy_affine(), dtype=np.float64)
-    K.render_anatomy_kernel(an.p, an.tex, an.tex_origin, 1.0 / an.tex_step, A, out, grid.pixel_mm)
+    # samples across the slice: 1 for thin slices, up to 3 for slices much thicker than a pixel
+    z_sub = int(min(3, max(1, round(grid.slice_mm / (1.25 * grid.pixel_mm)))))
+    K.render_anatomy_kernel(an.p, an.tex, an.tex_origin, 1.0 / an.tex_step, A, out, grid.pixel_mm, z_sub)
     return out
 
 
