@@ -22,6 +22,7 @@ from .common import (
     Rationale,
     SizeThreshold,
     Trace,
+    format_value,
     round_half_up,
     to_decimal,
 )
@@ -304,7 +305,7 @@ def _size_inputs(finding: Finding, trace: Trace) -> tuple[int | None, float | No
     """(rounded diameter, volume): the diameter when given, the volume otherwise."""
     if finding.mean_diameter_mm is not None:
         rounded = int(round_half_up(finding.mean_diameter_mm))
-        trace.use("mean_diameter_mm", finding.mean_diameter_mm, f"{finding.mean_diameter_mm!r} (rounded to {rounded} mm)")
+        trace.use("mean_diameter_mm", finding.mean_diameter_mm, f"{format_value(finding.mean_diameter_mm)} (rounded to {rounded} mm)")
         trace.convention(CONV_ROUNDING)
         return rounded, None
     if finding.volume_mm3 is not None:
@@ -333,7 +334,7 @@ def _subsolid_cell(finding: Finding, consistency: str, multiplicity: str, trace:
             raise GuidelineInputError("solid_component_mm is required for a part-solid nodule >= 6 mm")
         solid = int(round_half_up(finding.solid_component_mm))
         trace.use("solid_component_mm", finding.solid_component_mm,
-                  f"{finding.solid_component_mm!r} (rounded to {solid} mm)")
+                  f"{format_value(finding.solid_component_mm)} (rounded to {solid} mm)")
         if solid >= 6:
             trace.convention(CONV_SOLID_COMPONENT)
             cell = _SOLID_COMPONENT_8 if solid > 8 else _SOLID_COMPONENT_6
@@ -359,7 +360,7 @@ def _growth(finding: Finding, trace: Trace) -> tuple[Decimal | None, bool | None
         solid_growth = to_decimal(finding.solid_component_mm) - to_decimal(finding.prior_solid_component_mm)
         if solid_growth >= SIGNIFICANT_GROWTH_MM:
             significant = True
-            trace.note(f"Solid component grew by {solid_growth} mm")
-    trace.note(f"Mean diameter changed by {growth:+} mm since the prior ({'significant' if significant else 'not significant'} growth)")
+            trace.note(f"Solid component grew by {format_value(float(solid_growth))} mm")
+    trace.note(f"Mean diameter changed by {float(growth):+.2f} mm since the prior ({'significant' if significant else 'not significant'} growth)")
     trace.convention(CONV_GROWTH)
     return growth, significant
