@@ -187,9 +187,35 @@ def render_anatomy_kernel(p, tex, to, tinv, A, out, ramp_mm, z_sub):
     """
     nz, ny, nx = out.shape
     inv = 1.0 / ramp_mm
+    ia = 1.0 / p[BODY_A]
+    ib = 1.0 / p[BODY_B]
+    grow = 1.0 + 3.0 * ramp_mm / min(p[BODY_A], p[BODY_B])
     for k in prange(nz):
         for j in range(ny):
+            # the body is a z-independent ellipse: find the columns of this row that can touch it
+            # (union over the z sub-samples) and fill the rest with air without evaluating
+            lo = nx
+            hi = -1
+            for s in range(z_sub):
+                kz = k + (s + 0.5) / z_sub - 0.5
+                bx = (A[0, 1] * j + A[0, 2] * kz + A[0, 3]) * ia
+                by = (A[1, 1] * j + A[1, 2] * kz + A[1, 3]) * ib
+                ax = A[0, 0] * ia
+                ay = A[1, 0] * ib
+                qa = ax * ax + ay * ay
+                qb = 2.0 * (bx * ax + by * ay)
+                qc = bx * bx + by * by - grow * grow
+                disc = qb * qb - 4.0 * qa * qc
+                if disc >= 0.0 and qa > 0.0:
+                    sq = math.sqrt(disc)
+                    i1 = int(math.floor((-qb - sq) / (2.0 * qa))) - 1
+                    i2 = int(math.ceil((-qb + sq) / (2.0 * qa))) + 1
+                    lo = min(lo, max(i1, 0))
+                    hi = max(hi, min(i2, nx - 1))
             for i in range(nx):
+                if i < lo or i > hi:
+                    out[k, j, i] = -1000.0
+                    continue
                 acc = 0.0
                 for s in range(z_sub):
                     kz = k + (s + 0.5) / z_sub - 0.5
