@@ -284,6 +284,14 @@ def test_patch_pairs_manifest(tmp_path: Path) -> None:
     assert (tmp_path / lines[5]["followup_image"]).read_bytes() == (tmp_path / "again" / lines[5]["followup_image"]).read_bytes()
 
 
+def test_patch_pairs_with_worker_processes_match_one_process(tmp_path: Path) -> None:
+    one = generate_patch_pairs(tmp_path / "one", 3, 9, patch_size=32)
+    two = generate_patch_pairs(tmp_path / "two", 3, 9, patch_size=32, workers=2)
+    assert one.read_text() == two.read_text()
+    line = json.loads(one.read_text().splitlines()[2])
+    assert (tmp_path / "one" / line["followup_image"]).read_bytes() == (tmp_path / "two" / line["followup_image"]).read_bytes()
+
+
 def test_cli_writes_patients_and_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli_main(["phantom", "--out", str(tmp_path), "--patients", "2", "--seed", "5", "--rows", "64", "--slices", "12"])
     assert rc == 0

@@ -289,8 +289,8 @@ def make_shape(
             axis = _unit(rng.standard_normal(3))
             if avoid_dir is not None and float(axis @ _unit(np.asarray(avoid_dir, dtype=float))) > -0.1:
                 continue
-            h = rng.uniform(0.45, 1.2)
-            alpha = np.deg2rad(rng.uniform(4.0, 7.0))
+            h = rng.uniform(0.5, 1.4)
+            alpha = np.deg2rad(rng.uniform(6.0, 10.0))
             r = r + h * np.maximum(0.0, 1.0 - _angle_to(d, axis) / alpha)
             spikes += 1
         info["spicules"] = spikes
