@@ -9,6 +9,8 @@ forecast interval in days and (when there is history) how many days before basel
 * **Conditioning**: a continuous embedding of the interval (sinusoids of log-days → MLP; never
   fixed classes), of the history gap, and of the *observed* log-volume growth extrapolated to the
   interval (the exponential model); it modulates both decoders (FiLM / adaptive instance norm).
+* **Region focus**: displacements and the texture residual are multiplied by a smooth window around
+  the nodule (room to double in diameter), so the lung around it stays as the baseline showed it.
 * **Deformation decoder** → displacement field (voxels) → spatial transformer
   (:class:`monai.networks.blocks.Warp`) warping the baseline image and mask (volume change). When
   there is history, the field is a residual on the isotropic exponential-growth field about the
@@ -59,22 +61,47 @@ def exponential_log_ratio(
     return (rate * interval * usable).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
 
 
-def isotropic_scale_ddf(mask: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
-    """Displacement field (voxels) that scales a patch isotropically about the mask centroid.
-
-    Volume changes by ``exp(log_ratio)``, so lengths by ``s = exp(log_ratio / 3)``; the output voxel
-    ``x`` samples the input at ``c + (x - c) / s``.
-    """
-    b, _, *size = mask.shape
+def _centre_and_grid(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxel grid ``(1, 3, D, H, W)`` and the mask centroid ``(B, 3)`` (array centre when empty)."""
+    _, _, *size = mask.shape
     grids = torch.meshgrid(*[torch.arange(n, dtype=mask.dtype, device=mask.device) for n in size], indexing="ij")
-    grid = torch.stack(grids)[None]  # (1, 3, D, H, W)
-    total = mask.sum(dim=(1, 2, 3, 4)).clamp(min=1e-6)
-    centre = (mask * grid).sum(dim=(2, 3, 4)) / total[:, None]  # (B, 3)
-    empty = mask.sum(dim=(1, 2, 3, 4)) <= 0
-    centre = torch.where(empty[:, None], torch.tensor([(n - 1) / 2 for n in size], dtype=mask.dtype, device=mask.device), centre)
+    grid = torch.stack(grids)[None]
+    total = mask.sum(dim=(1, 2, 3, 4))
+    centre = (mask * grid).sum(dim=(2, 3, 4)) / total.clamp(min=1e-6)[:, None]
+    middle = torch.tensor([(n - 1) / 2 for n in size], dtype=mask.dtype, device=mask.device)
+    centre = torch.where((total <= 0)[:, None], middle, centre)
+    return grid, centre
+
+
+def nodule_window(mask: torch.Tensor, room: float = 2.0, margin: float = 3.0, taper: float = 8.0) -> torch.Tensor:
+    """Smooth window ``(B, 1, D, H, W)``: 1 around the nodule, falling to 0 in the lung beyond it.
+
+    Inside ``room`` × the nodule's largest centroid distance + ``margin`` voxels (space to double in
+    diameter, spicules included) the window is 1; over the next ``taper`` voxels it falls to 0 with a
+    raised cosine. Growth is local: multiplying displacements and density change by this window keeps
+    the rest of the patch (vessels, chest wall, texture) exactly where the baseline had it, which a
+    patch-wide field would shift.
+    """
+    grid, centre = _centre_and_grid(mask)
+    r = torch.sqrt(((grid - centre[:, :, None, None, None]) ** 2).sum(dim=1, keepdim=True))  # (B, 1, ...)
+    r_max = torch.amax(r * (mask > 0.5), dim=(1, 2, 3, 4))  # (B,)
+    r_in = (room * r_max + margin)[:, None, None, None, None]
+    t = ((r - r_in) / taper).clamp(0.0, 1.0)
+    return 0.5 * (1.0 + torch.cos(torch.pi * t))
+
+
+def isotropic_scale_ddf(mask: torch.Tensor, log_ratio: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
+    """Displacement field (voxels) that scales the nodule isotropically about its centroid.
+
+    Volume changes by ``exp(log_ratio)``, so lengths by ``s = exp(log_ratio / 3)``; inside the window
+    the output voxel ``x`` samples the input at ``c + (x - c) / s``, and the field fades to zero outside
+    it (:func:`nodule_window`), leaving the surroundings in place.
+    """
+    grid, centre = _centre_and_grid(mask)
     inv_s = torch.exp(-log_ratio / 3.0)[:, None, None, None, None]
     c = centre[:, :, None, None, None]
-    return (c + (grid - c) * inv_s) - grid
+    ddf = (c + (grid - c) * inv_s) - grid
+    return ddf * (nodule_window(mask) if window is None else window)
 
 
 class FiLM(nn.Module):
@@ -270,15 +297,16 @@ class MTNoGNet(nn.Module):
         d, t = self.gates[1](d, t)
 
         size = tuple(baseline_image.shape[2:])
-        prior_ddf = isotropic_scale_ddf(baseline_mask, prior_lr)
+        window = nodule_window(baseline_mask)
+        prior_ddf = isotropic_scale_ddf(baseline_mask, prior_lr, window)
         flow = self.flow_head(d)
-        ddf = prior_ddf + _upsample_field(flow, size, displacement=True)
-        residual = torch.tanh(_upsample_field(self.tex_head(t), size, displacement=False))
+        ddf = prior_ddf + window * _upsample_field(flow, size, displacement=True)
+        residual = window * torch.tanh(_upsample_field(self.tex_head(t), size, displacement=False))
         mask = self.warp(baseline_mask, ddf).clamp(0.0, 1.0)
         image = (self.warp(baseline_image, ddf) + residual).clamp(0.0, 1.0)
         out = GrowthOutput(image=image, mask=mask, ddf=ddf, residual=residual, prior_log_ratio=prior_lr, flow=flow)
         if deep_supervision:
-            aux_ddf = prior_ddf + _upsample_field(aux_flow, size, displacement=True)
+            aux_ddf = prior_ddf + window * _upsample_field(aux_flow, size, displacement=True)
             out.aux_flow = aux_flow
             out.aux_mask = self.warp(baseline_mask, aux_ddf).clamp(0.0, 1.0)
         return out
