@@ -73,7 +73,7 @@ def _centre_and_grid(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return grid, centre
 
 
-def nodule_window(mask: torch.Tensor, room: float = 2.0, margin: float = 3.0, taper: float = 8.0) -> torch.Tensor:
+def nodule_window(mask: torch.Tensor, room: float | torch.Tensor = 2.0, margin: float = 3.0, taper: float = 8.0) -> torch.Tensor:
     """Smooth window ``(B, 1, D, H, W)``: 1 around the nodule, falling to 0 in the lung beyond it.
 
     Inside ``room`` × the nodule's largest centroid distance + ``margin`` voxels (space to double in
@@ -85,7 +85,8 @@ def nodule_window(mask: torch.Tensor, room: float = 2.0, margin: float = 3.0, ta
     grid, centre = _centre_and_grid(mask)
     r = torch.sqrt(((grid - centre[:, :, None, None, None]) ** 2).sum(dim=1, keepdim=True))  # (B, 1, ...)
     r_max = torch.amax(r * (mask > 0.5), dim=(1, 2, 3, 4))  # (B,)
-    r_in = (room * r_max + margin)[:, None, None, None, None]
+    room_t = torch.as_tensor(room, dtype=mask.dtype, device=mask.device).reshape(-1)
+    r_in = (room_t * r_max + margin)[:, None, None, None, None]
     t = ((r - r_in) / taper).clamp(0.0, 1.0)
     return 0.5 * (1.0 + torch.cos(torch.pi * t))
 
@@ -93,15 +94,19 @@ def nodule_window(mask: torch.Tensor, room: float = 2.0, margin: float = 3.0, ta
 def isotropic_scale_ddf(mask: torch.Tensor, log_ratio: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
     """Displacement field (voxels) that scales the nodule isotropically about its centroid.
 
-    Volume changes by ``exp(log_ratio)``, so lengths by ``s = exp(log_ratio / 3)``; inside the window
-    the output voxel ``x`` samples the input at ``c + (x - c) / s``, and the field fades to zero outside
-    it (:func:`nodule_window`), leaving the surroundings in place.
+    Volume changes by ``exp(log_ratio)``, so lengths by ``s = exp(log_ratio / 3)``; the output voxel
+    ``x`` samples the input at ``c + (x - c) / s`` out to the larger of the old and new nodule extent
+    (+2 voxels), and the field fades to zero over the next 6 voxels (:func:`nodule_window`), so the
+    surroundings stay where they were instead of being scaled with the nodule.
     """
     grid, centre = _centre_and_grid(mask)
-    inv_s = torch.exp(-log_ratio / 3.0)[:, None, None, None, None]
+    scale = torch.exp(log_ratio / 3.0)
+    inv_s = (1.0 / scale)[:, None, None, None, None]
     c = centre[:, :, None, None, None]
     ddf = (c + (grid - c) * inv_s) - grid
-    return ddf * (nodule_window(mask) if window is None else window)
+    if window is None:
+        window = nodule_window(mask, room=scale.clamp(min=1.0), margin=2.0, taper=6.0)
+    return ddf * window
 
 
 class FiLM(nn.Module):
@@ -298,7 +303,7 @@ class MTNoGNet(nn.Module):
 
         size = tuple(baseline_image.shape[2:])
         window = nodule_window(baseline_mask)
-        prior_ddf = isotropic_scale_ddf(baseline_mask, prior_lr, window)
+        prior_ddf = isotropic_scale_ddf(baseline_mask, prior_lr)
         flow = self.flow_head(d)
         ddf = prior_ddf + window * _upsample_field(flow, size, displacement=True)
         residual = window * torch.tanh(_upsample_field(self.tex_head(t), size, displacement=False))
