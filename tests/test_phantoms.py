@@ -168,8 +168,6 @@ def test_growth_patterns_follow_their_laws(pattern_patients) -> None:
                 assert all(present) and nod.vdt_days is not None
                 for t in range(1, 3):  # V(t) = V0 · 2^(t / VDT); VDT < 0 is a halving time
                     expected = vol[0] * 2.0 ** ((days[t] - days[0]) / nod.vdt_days)
-                    if nod.pattern == "shrinking":
-                        expected = max(expected, math.pi / 6 * 2.0**3)
                     assert vol[t] == pytest.approx(expected, rel=0.005), (nod.id, nod.pattern)
                 assert (vol[2] > vol[0]) == (nod.pattern != "shrinking")
             elif nod.pattern == "stable":

@@ -234,9 +234,11 @@ def _design_nodule(
         volumes = [_sphere_volume(_loguniform(rng, 3.0, 30.0))] * n_t
     elif pattern == "shrinking":
         d0 = rng.uniform(7.0, 25.0)
-        vdt = -_loguniform(rng, 120.0, 600.0)
+        halving = _loguniform(rng, 120.0, 600.0)
+        if t_last > 0:  # keep it visible: no smaller than a 3 mm sphere at the last study
+            halving = max(halving, t_last / math.log2(_sphere_volume(d0) / _sphere_volume(3.0)))
+        vdt = -halving
         volumes = [_sphere_volume(d0) * 2.0 ** (d / vdt) for d in days]
-        volumes = [max(v, _sphere_volume(2.0)) for v in volumes]
     elif pattern == "gg_to_part_solid":
         d0 = rng.uniform(6.0, 20.0)
         vdt = _loguniform(rng, 400.0, 1500.0)
@@ -315,8 +317,12 @@ def _place_nodules(rng: np.random.Generator, an: Anatomy, nodules: list[PhantomN
     for nod in nodules:
         q = random_rotation(rng)
         nod.rotation = q
-        for attempt in range(400):
-            location = nod.location if attempt < 300 else "central"
+        for attempt in range(600):
+            if attempt and attempt % 150 == 0:
+                # crowded or too large for this chest: make the nodule smaller (the growth law is
+                # unchanged by a constant factor on every volume) and try again
+                nod.volumes = [v * 0.5 for v in nod.volumes]
+            location = nod.location if attempt < 450 else "central"
             centers: list[np.ndarray | None] = [None] * n_t
             if location == "juxtapleural":
                 # a lateral/posterior point a little inside the lung, projected onto the chest wall
@@ -375,7 +381,7 @@ def _place_nodules(rng: np.random.Generator, an: Anatomy, nodules: list[PhantomN
             placed.extend((c, r_max) for c in pts)
             break
         else:
-            raise RuntimeError(f"could not place nodule {nod.id} in this anatomy")
+            raise RuntimeError(f"could not place nodule {nod.id} in this anatomy (seed too crowded?)")
         _fit_core(rng, nod)
 
 
