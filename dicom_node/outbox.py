@@ -175,6 +175,9 @@ def deliver_due(db: Database, config: Config, limit: int = 100, ids: Sequence[in
     return len(results)
 
 
+_UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit, implicit VR little endian
+
+
 def _send(config: Config, destination: str, items: list[tuple[int, str]]) -> dict[int, tuple[bool, str, bool]]:
     results: dict[int, tuple[bool, str, bool]] = {}
     datasets = {}
@@ -197,16 +200,26 @@ def _send(config: Config, destination: str, items: list[tuple[int, str]]) -> dic
     contexts: dict[tuple[str, str], None] = {}
     for ds in datasets.values():
         contexts[(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))] = None
-    for sop_class, ts in list(contexts)[:128]:  # 128 = the most presentation contexts one association may propose
-        syntaxes = [ts] + [t for t in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2") if t != ts]
-        ae.add_requested_context(sop_class, syntaxes)
+    # One context per exact transfer syntax (an acceptor picks ONE syntax per context, so listing a
+    # compressed syntax with uncompressed fallbacks in the same context can leave no way to send
+    # the compressed file as it is), plus an uncompressed context per SOP class as the fallback.
+    proposed: list[tuple[str, list[str]]] = []
+    for sop_class, ts in contexts:
+        proposed.append((sop_class, [ts]))
+        if ts not in _UNCOMPRESSED:
+            proposed.append((sop_class, list(_UNCOMPRESSED)))
+    for sop_class, syntaxes in list(dict.fromkeys((c, tuple(s)) for c, s in proposed))[:128]:  # 128 = the maximum per association
+        ae.add_requested_context(sop_class, list(syntaxes))
     assoc = ae.associate(host, port, ae_title=ae_title)
     if not assoc.is_established:
         why = f"association to {destination} failed (rejected, aborted or unreachable)"
         return {**results, **{i: (False, why, False) for i in datasets}}
     try:
+        accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
         for item_id, ds in datasets.items():
             try:
+                if (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) not in accepted:
+                    ds.decompress()  # the peer takes this class only uncompressed: send it decoded
                 status = assoc.send_c_store(ds)
             except Exception as exc:
                 results[item_id] = (False, f"{type(exc).__name__}: {exc}", False)
