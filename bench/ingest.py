@@ -126,19 +126,18 @@ class NodeReceiver:
         self.log.close()
 
 
-def _measure(make: Callable[[Path], object], files: list[Path], associations: int, runs: int, tmp: Path) -> tuple[float, list[float]]:
-    rates = []
-    for r in range(runs):
-        workdir = tmp / f"run-{associations}-{r}-{time.monotonic_ns()}"
-        workdir.mkdir()
+def _measure_once(make: Callable[[Path], object], files: list[Path], associations: int, tmp: Path) -> float:
+    workdir = tmp / f"run-{associations}-{time.monotonic_ns()}"
+    workdir.mkdir()
+    try:
         with make(workdir) as receiver:  # type: ignore[attr-defined]
             elapsed = _send(files, receiver.port, receiver.aec, associations)
             got = receiver.count()
             if got != len(files):
                 raise RuntimeError(f"{receiver.name}: {got} of {len(files)} instances stored")
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        rates.append(len(files) / elapsed)
-    return statistics.median(rates), rates
+    return len(files) / elapsed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,15 +160,17 @@ def main(argv: list[str] | None = None) -> int:
             ("orthanc", Orthanc),
             ("node", lambda w: NodeReceiver(w, args.receivers)),
         ]
-        results: dict[str, dict[int, float]] = {}
-        names: dict[str, str] = {}
-        for key, make in makers:
-            names[key] = make(tmp).name  # type: ignore[attr-defined]
-            results[key] = {}
+        names = {key: make(tmp).name for key, make in makers}  # type: ignore[attr-defined]
+        # Interleaved (run 1 of every receiver, then run 2, ...) so that all three see the same
+        # background load; the machine is shared.
+        rates: dict[str, dict[int, list[float]]] = {key: {n: [] for n in args.associations} for key in names}
+        for run in range(args.runs):
             for n in args.associations:
-                median, rates = _measure(make, series.files, n, args.runs, tmp)
-                results[key][n] = median
-                print(f"  {names[key]:<44} {n} assoc: {median:7.1f} img/s  (runs: {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
+                for key, make in makers:
+                    rate = _measure_once(make, series.files, n, tmp)
+                    rates[key][n].append(rate)
+                    print(f"  run {run + 1}: {names[key]:<44} {n} assoc: {rate:7.1f} img/s", flush=True)
+        results = {key: {n: statistics.median(r) for n, r in per.items()} for key, per in rates.items()}
 
         cols = args.associations
         print()

@@ -65,6 +65,11 @@ def mark_complete(s: Session, study: Study, config: Config, *, forced: bool = Fa
     reanalysis = study.reanalyse
     study.completed_at = now
     study.reanalyse = False
+    if study.retrieved_as_prior and not forced:
+        study.state = STUDY_COMPLETE
+        study.reason = "retrieved from the PACS as a prior; not analysed on its own"
+        log_event(log, "study complete", study=study.study_instance_uid, queued=False, reason=study.reason)
+        return False
     if not _has_ct(s, study):
         study.state = STUDY_COMPLETE
         study.reason = "no CT images in the study: nothing to analyse"

@@ -350,20 +350,26 @@ class Indexer:
         return dialect.insert(table).values(**values).on_conflict_do_nothing()
 
     def index(self, info: InstanceInfo, path: str, size: int, transfer_syntax: str, calling_ae: str,
-              on_new: Callable[[], None] | None = None) -> bool:
+              on_new: Callable[[], None] | None = None, retrieved: bool = False) -> bool:
         """Index one instance. Returns True if it is new, False for a duplicate UID.
 
         ``on_new`` runs for a new UID before its row is inserted (the SCP renames the temp file
         into place and fsyncs it there): a duplicate never replaces the stored file, and no
         database lock is held during the fsync, so receivers fsync in parallel. If ``on_new``
-        raises, nothing is indexed. Study bookkeeping (last arrival, re-opening an analysed
+        raises, nothing is indexed. ``retrieved``: the instance came from our own C-MOVE (a new
+        study is then marked ``retrieved_as_prior``). Study bookkeeping (last arrival, re-opening an
+        analysed
         study) is derived from ``instances.received_at`` by the completion sweep, so the hot path
         is one indexed read and one INSERT.
         """
         series_pk = self._series.get(info.series_instance_uid)
         if series_pk is None:
+            if len(self._series) > 100_000:  # bounded memory in a long-running receiver
+                self._patients.clear()
+                self._studies.clear()
+                self._series.clear()
             with self.db.write_engine.begin() as s:
-                study_pk = self._study_pk(s, info, utcnow())
+                study_pk = self._study_pk(s, info, utcnow(), retrieved)
                 series_pk = self._series_pk(s, info, study_pk)
         # Hot path on the raw DB-API connection (autocommit reads, one short write transaction):
         # SQLAlchemy's per-statement overhead was a third of the handler's time.
@@ -416,7 +422,7 @@ class Indexer:
             self._patients[key] = pk
         return pk
 
-    def _study_pk(self, s: Any, info: InstanceInfo, now: dt.datetime) -> int:
+    def _study_pk(self, s: Any, info: InstanceInfo, now: dt.datetime, retrieved: bool = False) -> int:
         pk = self._studies.get(info.study_instance_uid)
         if pk is None:
             patient_pk = self._patient_pk(s, info)
@@ -436,6 +442,7 @@ class Indexer:
                         first_instance_at=now,
                         last_instance_at=now,
                         reanalyse=False,
+                        retrieved_as_prior=retrieved,
                     ),
                 )
             )

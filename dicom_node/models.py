@@ -129,6 +129,9 @@ class Study(Base):
     # Set when instances arrive after the study was queued or analysed: the next completion
     # re-analyses (same deterministic output UIDs, so results replace rather than duplicate).
     reanalyse: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Arrived through our own C-MOVE (a prior fetched for another study): completing it does not
+    # queue an analysis of its own (``noduletrack complete`` still can).
+    retrieved_as_prior: Mapped[bool] = mapped_column(Boolean, default=False)
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
     series: Mapped[list["Series"]] = relationship(back_populates="study")

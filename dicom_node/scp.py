@@ -241,8 +241,11 @@ class StorageSCP:
             tmp = self.spool.write_temp([meta, stream])
             written = tmp.size
             try:
+                # Sub-operations of our own C-MOVE (prior retrieval) name us as move originator.
+                originator = str(req.MoveOriginatorApplicationEntityTitle or "").strip()
                 new = self.indexer.index(info, rel, written, transfer_syntax, stats.calling_ae,
-                                         on_new=lambda: self.spool.commit(tmp, rel))
+                                         on_new=lambda: self.spool.commit(tmp, rel),
+                                         retrieved=originator == self.config.node.ae_title)
             finally:
                 self.spool.discard(tmp)  # no-op once committed
         except Rejected as exc:

@@ -127,7 +127,8 @@ def test_association_checks(scp: StorageSCP, caplog: pytest.LogCaptureFixture) -
     assert _echo(scp.port)
     assert not _echo(scp.port, calling="INTRUDER")
     assert not _echo(scp.port, called="SOMEONEELSE")
-    text = _log_text(caplog)
+    # The server thread logs the rejection; the client may see it first.
+    text = wait_until(lambda: (t := _log_text(caplog)).count("association rejected") >= 2 and t, 10, what="two log lines")
     assert "association rejected" in text and "INTRUDER" in text and "not in node.allowed_calling_ae" in text
     assert "SOMEONEELSE" in text and "is not ours" in text
 

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from dicom_node import outbox
 from dicom_node.config import load_config
 from dicom_node.db import Database
-from dicom_node.models import Instance, OutboxItem, PriorLink, Series, Study
+from dicom_node.completion import sweep
+from dicom_node.models import Instance, Job, OutboxItem, PriorLink, Series, Study, utcnow
 from dicom_node.priors import ensure_prior, find_prior
 from tests import peers
 from tests.node_support import PYTHON, Node, ct_datasets, node_config, noduletrack, wait_until, write_series
@@ -98,6 +99,14 @@ def test_prior_is_fetched_by_cmove_when_only_the_followup_is_routed(tmp_path: Pa
             held = set(s.execute(select(Study.study_instance_uid)).scalars())
             assert held == {cur_uid, str(prior[0].StudyInstanceUID)}
             assert s.scalar(select(func.count()).select_from(PriorLink)) == 1
+        # The moved prior is not analysed on its own when it turns quiet; the follow-up is.
+        done = sweep(db, load_config(config), now=utcnow() + dt.timedelta(seconds=30))
+        assert set(done) == {cur_uid, link.prior_study_uid}
+        with db.session() as s:
+            states = dict(s.execute(select(Study.study_instance_uid, Study.state)).all())
+            jobs = s.execute(select(Job.payload)).scalars().all()
+        assert states == {cur_uid: "queued", link.prior_study_uid: "complete"}
+        assert [j["study_instance_uid"] for j in jobs] == [cur_uid]
         # Second time: found in the database, no PACS traffic needed.
         again = ensure_prior(db, load_config(config), cur_uid)
         assert again.source == "database" and again.prior_study_uid == link.prior_study_uid

@@ -74,6 +74,7 @@ def upgrade() -> None:
     sa.Column('completed_at', sa.DateTime(), nullable=True),
     sa.Column('analysed_at', sa.DateTime(), nullable=True),
     sa.Column('reanalyse', sa.Boolean(), nullable=False),
+    sa.Column('retrieved_as_prior', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['patient_pk'], ['patients.id'], name=op.f('fk_studies_patient_pk_patients')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_studies')),
     sa.UniqueConstraint('study_instance_uid', name=op.f('uq_studies_study_instance_uid'))
