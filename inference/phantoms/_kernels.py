@@ -485,11 +485,14 @@ def add_noise_quantise(hu, bank, picks, shifts, flips, out):
             jj = (j + sy) % by
             if fy:
                 jj = by - 1 - jj
+            row = bank[b, jj]
+            ii = sx % bx
             for i in range(nx):
-                ii = (i + sx) % bx
-                if fx:
-                    ii = bx - 1 - ii
-                v = hu[k, j, i] + bank[b, jj, ii]
+                # ii = (i + sx) mod bx, advanced without a division per voxel
+                v = hu[k, j, i] + (row[bx - 1 - ii] if fx else row[ii])
+                ii += 1
+                if ii == bx:
+                    ii = 0
                 v = math.floor(v + 0.5)
                 if v < -1024.0:
                     v = -1024.0

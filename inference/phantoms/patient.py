@@ -9,6 +9,22 @@ study's own LPS coordinates and its exact volume, diameters and solid component.
 
 Independent random streams (anatomy, nodules, each study) are derived from the seed, so changing the
 image size for a quick test does not change the patient.
+
+``truth.json`` (see :meth:`PhantomPatient.truth`):
+
+* ``timepoints[]``: ``index``, ``dir`` (``T0``…), study/series/frame-of-reference UIDs, ``study_date``,
+  ``days_from_baseline``, ``slice_thickness_mm``, ``pixel_spacing_mm``, ``noise_hu``, ``n_slices``,
+  ``rows``, ``manufacturer``, ``convolution_kernel`` and ``anatomy_to_patient`` (4×4, anatomy mm →
+  this study's LPS; the true registration T_a → T_b is ``P_b · P_a⁻¹``).
+* ``nodules[]``: ``id`` (``N1``… = label value 1…), ``consistency`` (at first appearance), ``margin``,
+  ``location``, ``pattern``, ``vdt_days`` (> 0 doubling time, < 0 halving time, null = constant),
+  ``hu`` and per time point ``present``, ``center_mm`` (centroid, LPS), ``volume_mm3`` (exact),
+  ``equivalent_diameter_mm``, ``long_axis_mm`` / ``short_axis_mm`` / ``mean_diameter_mm`` (axial plane
+  with the longest diameter, CLINICAL.md), ``solid_volume_mm3``, ``solid_component_mm`` and
+  ``consistency`` (it changes for ``gg_to_part_solid``).
+
+The header-only slice datasets in ``PhantomTimepoint.volume.slice_datasets`` share their data
+elements across slices: treat them as read-only (``dicom.write_slices`` copies before adding pixels).
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ import numpy as np
 from ..types import CTVolume, VolumeGeometry
 from . import dicom as D
 from .anatomy import Anatomy, random_anatomy
-from .render import StudyGrid, noise_and_quantise, render_anatomy, render_tubes
+from .render import StudyGrid, kernel_threads, noise_and_quantise, render_anatomy, render_tubes
 from .shapes import (
     RadialShape,
     axial_diameters,
@@ -645,7 +661,8 @@ def generate_patient(
         clock.lap("render vessels+airways")
         labels = np.zeros(hu.shape, dtype=np.int16)
         solid = np.zeros(hu.shape, dtype=np.int16)
-        _render_nodules(nodules, t, grid, hu, labels, solid, an.hu_lung)
+        with kernel_threads():
+            _render_nodules(nodules, t, grid, hu, labels, solid, an.hu_lung)
         clock.lap("render nodules")
         sigma = noise_hu if noise_hu is not None else float(rng_t.uniform(10.0, 22.0) + 6.0 * (3 - study["sharpness"]))
         corr = 0.55 + 0.2 * study["sharpness"]

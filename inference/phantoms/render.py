@@ -9,8 +9,12 @@ slices, each used with a random circular shift and flip, instead of filtering a 
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
+from typing import Iterator
 
+import numba
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -52,13 +56,35 @@ class StudyGrid:
         return np.asarray(u, dtype=float) @ self.rotation.T + self.translation
 
 
+@contextlib.contextmanager
+def kernel_threads() -> Iterator[int]:
+    """Threads for the parallel kernels: all of numba's, but only as many as there are idle CPUs.
+
+    On a shared machine a parallel loop runs at the pace of its slowest, descheduled thread, so
+    oversubscribing a busy machine is slower than running on one thread.
+    """
+    n_max = numba.config.NUMBA_NUM_THREADS
+    try:
+        idle = (os.cpu_count() or 1) - os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        idle = float(n_max)
+    n = int(max(1, min(n_max, round(idle))))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        numba.set_num_threads(previous)
+
+
 def render_anatomy(an: Anatomy, grid: StudyGrid) -> np.ndarray:
     """Anatomy HU ``(nz, rows, cols)`` float32 with partial-volume edges (no tubes, no noise)."""
     out = np.empty((grid.nz, grid.rows, grid.cols), dtype=np.float32)
     A = np.ascontiguousarray(grid.index_to_anatomy_affine(), dtype=np.float64)
     # samples across the slice: 1 for thin slices, up to 3 for slices much thicker than a pixel
     z_sub = int(min(3, max(1, round(grid.slice_mm / (1.25 * grid.pixel_mm)))))
-    K.render_anatomy_kernel(an.p, an.tex, an.tex_origin, 1.0 / an.tex_step, A, out, grid.pixel_mm, z_sub)
+    with kernel_threads():
+        K.render_anatomy_kernel(an.p, an.tex, an.tex_origin, 1.0 / an.tex_step, A, out, grid.pixel_mm, z_sub)
     return out
 
 
@@ -94,5 +120,6 @@ def noise_and_quantise(hu: np.ndarray, rng: np.random.Generator, sigma_hu: float
     picks = rng.integers(0, bank.shape[0], nz).astype(np.int64)
     shifts = rng.integers(0, max(ny, nx), (nz, 2)).astype(np.int64)
     flips = rng.integers(0, 4, nz).astype(np.int64)
-    K.add_noise_quantise(hu, bank, picks, shifts, flips, out)
+    with kernel_threads():
+        K.add_noise_quantise(hu, bank, picks, shifts, flips, out)
     return out

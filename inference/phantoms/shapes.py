@@ -225,13 +225,6 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     )
 
 
-def ellipsoid_table(axes: tuple[float, float, float]) -> np.ndarray:
-    """Radius table of an axis-aligned ellipsoid with semi-axes ``axes`` (local x, y, z)."""
-    d = table_directions()
-    a = np.asarray(axes, dtype=np.float64)
-    return (1.0 / np.sqrt(((d / a) ** 2).sum(-1))).astype(np.float64)
-
-
 def _angle_to(d: np.ndarray, axis: np.ndarray) -> np.ndarray:
     return np.arccos(np.clip(d @ axis, -1.0, 1.0))
 
