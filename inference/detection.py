@@ -192,7 +192,7 @@ _SPHERE = _fibonacci_sphere()
 
 
 def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.2,
-                    min_radius_mm: float = 1.8, max_shell_fraction: float = 0.10) -> list[Seed]:
+                    min_radius_mm: float = 1.8, max_shell_fraction: float = 0.12) -> list[Seed]:
     """Compact dense blobs inside the lungs (see module docstring).
 
     1. ``dense`` = voxels of the lung envelope denser than the faintest ground glass worth reporting:
@@ -255,7 +255,7 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.2,
             if j > i:
                 suppressed[j] = True
         fracs = []
-        for k in (1.6, 2.0):
+        for k in (1.6, 2.0, 2.5):
             rr = k * float(r) + 0.5 * float(spacing.min())
             sample = np.rint(p + _SPHERE * rr / spacing).astype(int)
             ok = np.all((sample >= 0) & (sample < shape), axis=1)

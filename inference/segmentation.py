@@ -108,9 +108,12 @@ def segment_nodule(
         result = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo)
         if result is None:
             return None
-        if not result.touches_crop:
+        r_eq = 0.5 * (6 * result.volume_mm3 / np.pi) ** (1 / 3)
+        # a mask reaching the crop edge is either a big nodule (retry with a larger crop) or a leak
+        # into vessels (a much larger crop would only make it worse: return it for the shape test)
+        if not result.touches_crop or r_eq < 0.5 * half_mm or r_eq > 2.0 * r_hint + 4.0:
             return result
-        r_hint = max(r_hint, 0.5 * (6 * result.volume_mm3 / np.pi) ** (1 / 3) * 1.5)
+        r_hint = max(r_hint, 1.5 * r_eq)
     return result
 
 
@@ -121,7 +124,9 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     hu = hu_c.astype(np.float32)
     # light smoothing (~0.5 mm) for thresholds, more (~1 mm) for finding the peak
     s1 = ndi.gaussian_filter(hu, [0.5 / s for s in sampling])
-    s2 = ndi.gaussian_filter(hu, [1.0 / s for s in sampling])
+    # the nodule centre is the brightest point at the nodule's own scale: at ~half its radius a thin
+    # vessel next to a ground-glass nodule is diluted while the nodule stays bright
+    s2 = ndi.gaussian_filter(hu, [max(1.0, 0.4 * r_hint) / s for s in sampling])
     air = (s1 < stats.air_threshold) & lung_c
     if air.sum() < 50:
         return None
@@ -163,7 +168,9 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     region_voxels = int(region.sum())
     # inscribed radius near the peak sets the opening that cuts vessels thinner than the nodule
     inside = ndi.distance_transform_edt(region, sampling=sampling)
-    r_in = float(np.max(np.where(d2 <= (search_mm + 2.0) ** 2, inside, 0.0)))
+    # measured at the peak (not the neighbourhood max: a thick vessel next to the nodule would set
+    # an opening too wide to cut it off), and no wider than the expected nodule radius allows
+    r_in = float(min(inside[peak] + 0.5 * min(sampling), 1.5 * r_hint + 1.0))
     rho = float(np.clip(0.55 * r_in, 0.5 * min(sampling[1:]) + 0.01, 6.0))
     inner = inside > rho
     if inner.any():
