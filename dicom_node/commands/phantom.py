@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -28,20 +29,25 @@ def register(subparsers: Any, parent: argparse.ArgumentParser) -> None:
         "phantom",
         parents=[parent],
         help="write synthetic chest-CT patients with known nodules (DICOM + truth.json)",
-        description=(
+        description=textwrap.fill(
             "Write synthetic chest-CT studies: anatomy, correlated noise, partial-volume edges and nodules of "
             "known size, consistency (solid, part-solid, ground-glass), margin (smooth, lobulated, spiculated) "
             "and location (central, juxtapleural, perivascular), followed over --timepoints studies with known "
             "growth (exponential by volume doubling time, stable, shrinking, ground-glass gaining a solid part, "
             "new, resolved), a small repositioning and new FrameOfReferenceUID per study, and full DICOM "
             "headers. Patient i uses seed S+i and is written to OUT/PT<seed>/T<k>/CT*.dcm with OUT/PT<seed>/"
-            "truth.json. Deterministic: the same seed writes byte-identical files."
+            "truth.json. Deterministic: the same seed writes byte-identical files.",
+            width=100,
         ),
         epilog=(
-            "Patch mode (--patches N) writes N growth-model training pairs instead: baseline and follow-up "
+            textwrap.fill(
+                "Patch mode (--patches N) writes N growth-model training pairs instead: baseline and follow-up "
             "(and for about half, an earlier) patch of one nodule as HU NIfTI + mask NIfTI under OUT/patches/, "
             "listed in OUT/manifest.jsonl as {id, baseline_image, baseline_mask, followup_image, followup_mask, "
-            "interval_days, history, pattern, consistency, margin, vdt_days, ...}; paths relative to OUT.\n\n"
+                "interval_days, history, pattern, consistency, margin, vdt_days, ...}; paths relative to OUT.",
+                width=100,
+            )
+            + "\n\n"
             "Examples:\n"
             "  noduletrack phantom --out var/phantoms --patients 3 --seed 100\n"
             "  noduletrack phantom --out /tmp/small --patients 1 --seed 7 --timepoints 3 --rows 256\n"
