@@ -219,9 +219,13 @@ def analyze_pair(
             return (-m.center_mm[2], m.center_mm[0], m.center_mm[1])
 
         pairs.sort(key=key)
-        for n, (fp, fc, conf) in enumerate(pairs, start=1):
+        # Labels carried from earlier studies stay; new nodules get the lowest free "Nodule k", so a
+        # new nodule never shares a label with a tracked or resolved one.
+        carried = {(fp.tracking_id if fp else None) or (fc.tracking_id if fc else None) for fp, fc, _ in pairs} - {None}
+        free_labels = (f"Nodule {k}" for k in range(1, len(pairs) + len(carried) + 2) if f"Nodule {k}" not in carried)
+        for fp, fc, conf in pairs:
             uid = (fp.tracking_uid if fp else None) or (fc.tracking_uid if fc else None)
-            label = (fp.tracking_id if fp else None) or (fc.tracking_id if fc else None) or f"Nodule {n}"
+            label = (fp.tracking_id if fp else None) or (fc.tracking_id if fc else None) or next(free_labels)
             if uid is None:
                 first, study = (fp, prior) if fp is not None else (fc, current)
                 uid = mint_tracking_uid(study.study_instance_uid, first.meas.center_mm)  # type: ignore[union-attr]
