@@ -46,7 +46,9 @@ $(VENV)/.installed: pyproject.toml requirements.txt constraints.txt
 	$(BIN)/pip install -q --disable-pip-version-check -U pip
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt torch
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -r requirements.txt
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt --no-deps -e .
+	@# The editable build prints setuptools' notes on stderr; keep them in a log unless it fails.
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt --no-deps -e . > $(VENV)/editable-install.log 2>&1 \
+	  || { cat $(VENV)/editable-install.log; exit 1; }
 	@touch $@
 
 clean-venv:
