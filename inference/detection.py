@@ -191,12 +191,12 @@ def _fibonacci_sphere(n: int = 96) -> np.ndarray:
 _SPHERE = _fibonacci_sphere()
 
 
-def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.2,
+def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
                     min_radius_mm: float = 1.8, max_shell_fraction: float = 0.12) -> list[Seed]:
     """Compact dense blobs inside the lungs (see module docstring).
 
     1. ``dense`` = voxels of the lung envelope denser than the faintest ground glass worth reporting:
-       ``P + max(12 % of (tissue − P), 4 σ)`` on a ~1.2 mm copy smoothed by ~1 mm.
+       ``P + max(12 % of (tissue − P), 4 σ)`` on a ~1.5 mm copy smoothed by ~1 mm.
     2. Inscribed radius = Euclidean distance to the nearest non-dense voxel; its local maxima of at
        least ``min_radius_mm`` (a 4 mm nodule has ~2 mm) are blob centres or vessel centre lines.
     3. Shell test: on a sphere of 1.6× the inscribed radius around the centre, a tube occupies two
@@ -304,7 +304,7 @@ def is_nodule(feat: dict[str, float]) -> bool:
             and feat["solidity"] >= MIN_SOLIDITY)
 
 
-def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 50) -> list[Candidate]:
+def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 30) -> list[Candidate]:
     """Automatic detector: blob candidates verified by segmentation and shape rules."""
     g = vol.geometry
     sx, sy, sz = g.spacing

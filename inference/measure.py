@@ -94,7 +94,7 @@ def measure(vol: CTVolume, seg: NoduleSegmentation) -> NoduleMeasurement:
     sx, sy, sz = g.spacing
     off = np.asarray(seg.offset)
     # centroid of the occupancy (partial-volume weighted)
-    w = seg.fraction.astype(np.float64)
+    w = np.clip(seg.fraction, 0.0, 1.0).astype(np.float64)
     total = w.sum()
     if total <= 0:
         w = seg.mask.astype(np.float64)

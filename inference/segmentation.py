@@ -34,7 +34,7 @@ class NoduleSegmentation:
 
     mask: np.ndarray  # bool, half-maximum mask (for diameters and SEG), cropped box
     offset: tuple[int, int, int]  # (z, y, x) of mask[0,0,0]
-    fraction: np.ndarray  # float32 occupancy in [0, 1] over the same box (volume = sum · dV)
+    fraction: np.ndarray  # float32 occupancy over the same box (volume = sum · dV); band voxels may be < 0 (noise)
     solid_mask: np.ndarray  # bool, solid component (denser than halfway parenchyma→tissue), same box
     volume_mm3: float
     solid_volume_mm3: float
@@ -182,20 +182,34 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         opened = region & (np.sqrt(d2) <= max(r_in, 1.0))
     # restore margins (lobulation, short spicules) lost by the opening, within the region
     restored = region & (ndi.distance_transform_edt(~opened, sampling=sampling) <= rho)
+    # what the restoration added back is a spicule or lobulation when it ends there, a vessel stub
+    # when the region continues beyond it (the vessel goes on): drop the stubs
+    extra = restored & ~opened
+    if extra.any():
+        beyond = region & ~restored
+        labels, n = ndi.label(extra)
+        if n:
+            touching = np.unique(labels[ndi.binary_dilation(beyond) & extra])
+            touching = touching[touching > 0]
+            if touching.size:
+                restored &= ~np.isin(labels, touching)
     mask_lo = _component_at(restored, peak, sampling)
 
     # nodule density from its core: ground glass level if a subsolid part exists, else solid level
     depth = np.where(mask_lo, inside, 0.0)
-    core = depth > max(1.0, min(sampling))
+    # the inner half of the radius: deep enough that blur (slice thickness) has not lowered it
+    core = depth >= max(min(sampling), 0.5 * float(np.max(depth)))
     if core.sum() < 8:
         core = depth >= np.max(depth) * 0.6
     core_vals = s1[core]
     solid_core = core_vals > t_solid
     if solid_core.mean() >= 0.7 or (~solid_core).sum() < 8:
-        D = float(np.median(core_vals[solid_core])) if solid_core.any() else float(np.median(core_vals))
-        # blur lowers the core of small nodules: a solid nodule is at least as dense as its core shows,
-        # and soft tissue is the physical reference
-        D = max(D, float(np.percentile(core_vals, 90)))
+        # upper quartile: at the resolution limit blur lowers most of a small core; noise only a little
+        D = float(np.percentile(core_vals[solid_core] if solid_core.any() else core_vals, 75))
+        if float(np.max(depth)) < 2.5 * max(sampling):
+            # too small for its core to reach full density at this resolution: a solid nodule is soft
+            # tissue, and this image's own soft tissue is the best estimate of that density
+            D = max(D, tissue)
     else:
         D = float(np.median(core_vals[~solid_core]))
     if D - P < min_contrast:
@@ -211,7 +225,8 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     others = (s1 > t_low) & ~mask_lo
     band = grown & ~interior & ~others
     frac = np.zeros(hu.shape, dtype=np.float32)
-    frac[band] = np.clip((s1[band] - P) / (D - P), 0.0, 1.0)
+    # no clipping at 0: noise in the parenchyma is zero-mean and must cancel, not add up
+    frac[band] = np.clip((s1[band] - P) / (D - P), -1.0, 1.0)
     frac[interior] = 1.0
     dv = sz * sy * sx
     volume = float(frac.sum() * dv)
