@@ -26,6 +26,7 @@ from scipy import ndimage as ndi
 
 from . import _kernels as K
 from .patient import PATTERNS, PhantomNoduleTruth, _design_nodule, _fit_core, _stream
+from .render import kernel_threads
 from .shapes import blend_nodule, make_shape, occupancy_in_grid, random_rotation, volume_preserving_mask
 
 
@@ -96,9 +97,13 @@ def _pair(seed: int, i: int, patch_size: int, spacing_mm: float, vary_spacing: b
         d /= np.linalg.norm(d)
         r = rng.uniform(0.4, 2.0)
         tubes.append((p - d * 60, p + d * 60, r, r * rng.uniform(0.6, 1.0)))
-    # the scene's parenchyma texture (2 mm grid over ±66 mm; clamped beyond)
-    tex = ndi.gaussian_filter(rng.standard_normal((66, 66, 66)).astype(np.float32), 1.2, mode="wrap")
+    # the scene's parenchyma texture on a 2 mm grid covering every patch (offsets ≤ 3 mm, growth
+    # shifts of juxtapleural/perivascular centres ≤ ~15 mm)
+    half = patch_size * (1.5 if vary_spacing else spacing_mm) / 2.0 + 20.0
+    n_tex = int(np.ceil(2.0 * half / 2.0)) + 2
+    tex = ndi.gaussian_filter(rng.standard_normal((n_tex, n_tex, n_tex), dtype=np.float32), 1.2, mode="wrap", truncate=3.0)
     tex /= tex.std()
+    tex_origin = np.full(3, -half)
     lung_hu = rng.uniform(-880.0, -820.0)
     lung_tex = rng.uniform(12.0, 28.0)
     wall_hu = rng.uniform(35.0, 60.0)
@@ -113,25 +118,25 @@ def _pair(seed: int, i: int, patch_size: int, spacing_mm: float, vary_spacing: b
         focus = centers[t] if nod.present(t) else centers[ref]
         origin = focus + rng.uniform(-3.0, 3.0, 3) - spacing * (patch_size - 1) / 2.0
         images.append(_render_patch(nod, t, origin, spacing, patch_size, tubes, n_wall, centers, ref, tex,
-                                    lung_hu, lung_tex, wall_hu, sigma, rng))  # fmt: skip
+                                    tex_origin, lung_hu, lung_tex, wall_hu, sigma, rng))  # fmt: skip
     return {"nod": nod, "days": days, "images": images, "spacing": spacing, "sigma": sigma}
 
 
 def _render_patch(nod: PhantomNoduleTruth, t: int, origin: np.ndarray, spacing: np.ndarray, n: int, tubes: list,
-                  n_wall: np.ndarray | None, centers: list[np.ndarray], ref: int, tex: np.ndarray, lung_hu: float,
+                  n_wall: np.ndarray | None, centers: list[np.ndarray], ref: int, tex: np.ndarray,
+                  tex_origin: np.ndarray, lung_hu: float,
                   lung_tex: float, wall_hu: float, sigma: float, rng: np.random.Generator
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """One time point's patch (HU float32), nodule mask (uint8) and its origin."""
-    ax = [origin[i] + np.arange(n) * spacing[i] for i in range(3)]
-    zz, yy, xx = np.meshgrid(ax[2], ax[1], ax[0], indexing="ij")
-    hu = np.empty(zz.shape, dtype=np.float32)
-    K.sample_texture_grid(tex, np.full(3, -66.0), 0.5, origin.astype(np.float64), spacing.astype(np.float64), hu)
+    hu = np.empty((n, n, n), dtype=np.float32)
+    K.sample_texture_grid(tex, tex_origin, 0.5, origin.astype(np.float64), spacing.astype(np.float64), hu)
     hu *= np.float32(lung_tex)
     hu += np.float32(lung_hu)
     if n_wall is not None:
         r_out = float(nod.shape.radius((nod.rotation.T @ n_wall)[None])[0])  # type: ignore[union-attr]
         wall_at = float(n_wall @ centers[ref]) + r_out * nod.scale(ref)
-        d = (xx * n_wall[0] + yy * n_wall[1] + zz * n_wall[2] - wall_at).astype(np.float32)
+        ax = [(origin[i] + np.arange(n) * spacing[i]) * n_wall[i] for i in range(3)]
+        d = (ax[2][:, None, None] + ax[1][None, :, None] + ax[0][None, None, :] - wall_at).astype(np.float32)
         inv = np.float32(1.0 / spacing[0])
         hu += np.clip(0.5 + d * inv, 0, 1) * (np.float32(-80.0) - hu)  # extrapleural fat
         hu += np.clip(0.5 + (d - 1.5) * inv, 0, 1) * (np.float32(wall_hu) - hu)  # muscle, intercostals
@@ -270,10 +275,11 @@ def generate_patch_pairs(
         bar = tqdm(total=n_pairs, desc="patch pairs", unit="pair")
     lines: list[dict[str, Any]] = []
     if workers == 1:
-        for job in jobs:
-            lines.append(_write_pair(job))
-            if bar:
-                bar.update()
+        with kernel_threads():
+            for job in jobs:
+                lines.append(_write_pair(job))
+                if bar:
+                    bar.update()
     else:
         # spawn, not fork: numba's thread pool in this process does not survive a fork
         with get_context("spawn").Pool(workers, initializer=_worker_init) as pool:

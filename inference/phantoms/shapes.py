@@ -140,7 +140,12 @@ def occupancy(
     hd = float(np.linalg.norm(corners, axis=1).max())
     r_in = max(shape.r_min - hd, hd)
     angle = float(np.arcsin(min(1.0, hd / r_in))) if r_in > hd else np.pi
-    lo_t, hi_t = shape.bounds_tables(angle)
+    if angle > 0.35:
+        # a voxel spans a wide cone (small shape, big voxel): the global bounds are as good
+        lo_t = np.full_like(shape.table, shape.r_min)
+        hi_t = np.full_like(shape.table, shape.r_max)
+    else:
+        lo_t, hi_t = shape.bounds_tables(angle)
     out = np.empty(tuple(int(n) for n in box_shape), dtype=np.float32)
     K.occupancy_kernel(shape.table, lo_t, hi_t, shape.r_min, shape.r_max, np.ascontiguousarray(affine, dtype=np.float64), hd, ss, out)
     return out
