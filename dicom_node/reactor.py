@@ -13,7 +13,8 @@ the SCP under load showed ~9 of every 20 ms per instance spent asleep in these t
 * association thread: a wait on its DIMSE queue's ``not_empty`` condition.
 
 The timeouts stay short (the loops still check timers and flags on every turn), so behaviour is
-unchanged except for latency. Only the ``sleep`` calls made from those two thread kinds are
+unchanged except for latency. It also replaces the transport's ``recv``, which reads PDUs in
+4 KiB ``recv`` calls (~130 per CT slice), with ``recv_into`` a buffer of the PDU's size. Only the ``sleep`` calls made from those two thread kinds are
 affected; everything else falls through to :func:`time.sleep`. Idempotent.
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 
 from pynetdicom import association as _association
 from pynetdicom import dul as _dul
+from pynetdicom import transport as _transport
 
 _installed = False
 _lock = threading.Lock()
@@ -90,6 +92,25 @@ def _assoc_sleep(seconds: float) -> None:
             q.not_empty.wait(max(seconds, _IDLE_WAIT))
 
 
+def _recv(self: Any, nr_bytes: int) -> bytearray:
+    """``AssociationSocket.recv`` with the same contract: ``nr_bytes`` bytes, or fewer if the
+    connection broke, but read straight into one buffer."""
+    buf = bytearray(nr_bytes)
+    view = memoryview(buf)
+    nr_read = 0
+    try:
+        while nr_read < nr_bytes:
+            n = self.socket.recv_into(view[nr_read:], nr_bytes - nr_read)
+            if not n:
+                break
+            nr_read += n
+    finally:
+        view.release()
+    if nr_read < nr_bytes:
+        del buf[nr_read:]
+    return buf
+
+
 def install() -> None:
     """Patch pynetdicom's ``dul`` and ``association`` modules (once per process)."""
     global _installed
@@ -123,6 +144,7 @@ def install() -> None:
 
         _dul.DULServiceProvider.send_pdu = send_pdu  # type: ignore[method-assign]
         _dul.DULServiceProvider.run = run  # type: ignore[method-assign]
+        _transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
         _dul.time = _TimeShim(_dul_sleep)  # type: ignore[attr-defined]
         _association.time = _TimeShim(_assoc_sleep)  # type: ignore[attr-defined]
         _installed = True
