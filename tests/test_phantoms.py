@@ -109,6 +109,18 @@ def test_headers_are_consistent_and_pixels_round_trip(small_patient) -> None:
     assert len({t["study_instance_uid"] for t in truth["timepoints"]}) == len(dates)
 
 
+def test_fast_writer_matches_pydicom_byte_for_byte(small_patient, tmp_path: Path) -> None:
+    from inference.phantoms.dicom import write_slices, write_slices_pydicom
+
+    patient, _ = small_patient
+    for tp in patient.timepoints:
+        variant = tp.study["pixel_variant"]
+        fast = write_slices(tp.volume.slice_datasets, tp.volume.hu, variant, tmp_path / f"fast{tp.index}")
+        slow = write_slices_pydicom(tp.volume.slice_datasets, tp.volume.hu, variant, tmp_path / f"slow{tp.index}")
+        assert [p.name for p in fast] == [p.name for p in slow]
+        assert all(a.read_bytes() == b.read_bytes() for a, b in zip(fast, slow))
+
+
 def _label_centroid_mm(tp, k: int) -> np.ndarray:
     zyx = np.argwhere(tp.labels == k).mean(axis=0)
     return tp.volume.geometry.index_to_lps(zyx)

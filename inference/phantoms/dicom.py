@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
 UID_ROOT_TEXT = "noduletrack-phantom"
@@ -167,11 +169,61 @@ def series_headers(
     return out
 
 
+def _encode(elem: Any, little: bool = True) -> bytes:
+    """One data element in Explicit VR Little Endian."""
+    fp = DicomBytesIO()
+    fp.is_little_endian = little
+    fp.is_implicit_VR = False
+    write_data_element(fp, elem, encodings=["latin_1"])
+    return fp.getvalue()
+
+
 def write_slices(headers: list[Dataset], hu: np.ndarray, variant: str, out_dir: Path) -> list[Path]:
     """Write ``CT000001.dcm``… (file number = InstanceNumber) with Explicit VR Little Endian.
 
-    ``headers`` are not modified (each file is a shallow copy with its own file meta and pixels).
+    Why not ``Dataset.save_as`` per file: encoding ~70 identical elements 300 times dominated the
+    time. Elements shared by every slice (the same objects, see :func:`series_headers`) are encoded
+    once; per file only the slice's own elements, the file meta and the pixels are. The bytes are
+    the same as pydicom writes (checked by the tests through dciodvfy and a pixel round trip).
+    ``headers`` are not modified.
     """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stored, _ = stored_values(hu, variant)
+    cache: dict[int, tuple[int, bytes]] = {}  # id(element) → (tag, encoded)
+    paths: list[Path] = []
+    for k, header in enumerate(headers):
+        parts: list[tuple[int, bytes]] = []
+        for elem in header.elements():
+            key = id(elem)
+            hit = cache.get(key)
+            if hit is None:
+                hit = (int(elem.tag), _encode(elem))
+                if len(cache) < 4096:
+                    cache[key] = hit
+            parts.append(hit)
+        pixel = stored[k].tobytes()
+        parts.append((0x7FE00010, b"\xe0\x7f\x10\x00OW\x00\x00" + len(pixel).to_bytes(4, "little") + pixel))
+        parts.sort(key=lambda item: item[0])
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = header.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = header.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta.ImplementationVersionName = "NODULETRACK"
+        fp = DicomBytesIO()
+        fp.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(fp, meta, enforce_standard=True)
+        path = out_dir / f"CT{int(header.InstanceNumber):06d}.dcm"
+        with open(path, "wb") as f:
+            f.write(fp.getvalue())
+            for _, data in parts:
+                f.write(data)
+        paths.append(path)
+    return paths
+
+
+def write_slices_pydicom(headers: list[Dataset], hu: np.ndarray, variant: str, out_dir: Path) -> list[Path]:
+    """Reference writer: plain ``Dataset.save_as`` per slice (slow; used to check the fast one)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stored, _ = stored_values(hu, variant)
     paths: list[Path] = []
