@@ -19,7 +19,7 @@ image size for a quick test does not change the patient.
 * ``nodules[]``: ``id`` (``N1``… = label value 1…), ``consistency`` (at first appearance), ``margin``,
   ``location``, ``pattern``, ``vdt_days`` (> 0 doubling time, < 0 halving time, null = constant),
   ``hu`` and per time point ``present``, ``center_mm`` (centroid, LPS), ``volume_mm3`` (exact),
-  ``equivalent_diameter_mm``, ``long_axis_mm`` / ``short_axis_mm`` / ``mean_diameter_mm`` (axial plane
+  ``equivalent_diameter_mm``, ``mask_volume_mm3`` (the label mask's voxel volume), ``long_axis_mm`` / ``short_axis_mm`` / ``mean_diameter_mm`` (axial plane
   with the longest diameter, CLINICAL.md), ``solid_volume_mm3``, ``solid_component_mm`` and
   ``consistency`` (it changes for ``gg_to_part_solid``).
 
@@ -695,6 +695,12 @@ def generate_patient(
         )
     for nod in nodules:
         nod.timepoints = [_nodule_truth(nod, t, tp.anatomy_to_patient) for t, tp in enumerate(tps)]
+    # the voxelised label volume next to the exact one, so consumers see the discretisation
+    for tp in tps:
+        counts = np.bincount(tp.labels.ravel(), minlength=len(nodules) + 1)
+        voxel = tp.volume.geometry.voxel_volume_mm3
+        for k, nod in enumerate(nodules, start=1):
+            nod.timepoints[tp.index]["mask_volume_mm3"] = round(float(counts[k]) * voxel, 3)
     clock.lap("truth")
     return PhantomPatient(seed=seed, patient_id=patient["patient_id"], patient=patient, timepoints=tps, nodules=nodules, anatomy=an)
 
