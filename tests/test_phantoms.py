@@ -142,6 +142,7 @@ def test_truth_volumes_match_voxelised_masks(seeds: tuple[int, ...]) -> None:
                 continue
             mask_volume = float((tp.labels == k).sum()) * voxel
             assert mask_volume == pytest.approx(truth["volume_mm3"], rel=0.03), (seed, nod.id, nod.margin)
+            assert truth["mask_volume_mm3"] == pytest.approx(mask_volume, abs=0.01)
             # the mask is where truth says the nodule is (centroid within a voxel diagonal)
             assert np.linalg.norm(_label_centroid_mm(tp, k) - truth["center_mm"]) < 3.0
             if truth["solid_volume_mm3"] >= math.pi / 6 * 5**3:

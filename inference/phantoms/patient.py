@@ -480,8 +480,9 @@ def _render_nodules(
     labels: np.ndarray,
     solid: np.ndarray,
     lung_hu: float,
-) -> None:
-    """Blend every nodule present at ``t`` into ``hu`` and write its label masks."""
+) -> dict[int, int]:
+    """Blend every nodule present at ``t`` into ``hu``, write its label masks; return voxel counts."""
+    counts: dict[int, int] = {}
     A = grid.index_to_anatomy_affine()
     sp = np.array([grid.pixel_mm, grid.pixel_mm, grid.slice_mm])
     for k, nod in enumerate(nodules, start=1):
@@ -512,6 +513,7 @@ def _render_nodules(
         blend_nodule(view, occ, nod.hu_solid if solid_outer else nod.hu_gg, lung_hu, solid_outer)
         mask = volume_preserving_mask(occ)
         labels[box][mask] = k
+        counts[k] = int(mask.sum())
         if nod.consistency == "solid":
             solid[box][mask] = k
         elif nod.core_fractions[t] > 0 and nod.core is not None:
@@ -523,6 +525,7 @@ def _render_nodules(
             occ_c = occupancy(core, Lc, shape)
             blend_nodule(view, occ_c, nod.hu_solid, lung_hu, True)
             solid[box][volume_preserving_mask(occ_c)] = k
+    return counts
 
 
 def _nodule_truth(nod: PhantomNoduleTruth, t: int, pose: np.ndarray) -> dict[str, Any]:
@@ -630,6 +633,7 @@ def generate_patient(
     rng_p = _stream(seed, "pose")
     t_base = np.array([rng_p.uniform(-10, 10), rng_p.uniform(-20, 10), rng_p.uniform(-60, 60) - 150.0])
     tps: list[PhantomTimepoint] = []
+    mask_counts: list[dict[int, int]] = []
     for t, day in enumerate(days):
         rng_t = _stream(seed, "study", t)
         axis = rng_t.standard_normal(3)
@@ -662,7 +666,7 @@ def generate_patient(
         labels = np.zeros(hu.shape, dtype=np.int16)
         solid = np.zeros(hu.shape, dtype=np.int16)
         with kernel_threads():
-            _render_nodules(nodules, t, grid, hu, labels, solid, an.hu_lung)
+            mask_counts.append(_render_nodules(nodules, t, grid, hu, labels, solid, an.hu_lung))
         clock.lap("render nodules")
         sigma = noise_hu if noise_hu is not None else float(rng_t.uniform(10.0, 22.0) + 6.0 * (3 - study["sharpness"]))
         corr = 0.55 + 0.2 * study["sharpness"]
@@ -696,11 +700,10 @@ def generate_patient(
     for nod in nodules:
         nod.timepoints = [_nodule_truth(nod, t, tp.anatomy_to_patient) for t, tp in enumerate(tps)]
     # the voxelised label volume next to the exact one, so consumers see the discretisation
-    for tp in tps:
-        counts = np.bincount(tp.labels.ravel(), minlength=len(nodules) + 1)
+    for tp, counts in zip(tps, mask_counts):
         voxel = tp.volume.geometry.voxel_volume_mm3
         for k, nod in enumerate(nodules, start=1):
-            nod.timepoints[tp.index]["mask_volume_mm3"] = round(float(counts[k]) * voxel, 3)
+            nod.timepoints[tp.index]["mask_volume_mm3"] = round(float(counts.get(k, 0)) * voxel, 3)
     clock.lap("truth")
     return PhantomPatient(seed=seed, patient_id=patient["patient_id"], patient=patient, timepoints=tps, nodules=nodules, anatomy=an)
 
