@@ -232,7 +232,8 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
     del aer, wsum
     noise = stats.noise_hu / np.sqrt(max(1.0, float(np.prod(f))))
     thr = max(0.12 * (stats.tissue_hu - P), 4.0 * noise)
-    dense = ((img - local) > thr) & env
+    excess = (img - local).astype(np.float32)
+    dense = (excess > thr) & env
     del img, local
     edt = ndi.distance_transform_edt(dense, sampling=spacing).astype(np.float32)
     peaks = (edt >= min_radius_mm) & (edt == ndi.maximum_filter(edt, size=3))
@@ -260,16 +261,29 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
             sample = np.rint(p + _SPHERE * rr / spacing).astype(int)
             ok = np.all((sample >= 0) & (sample < shape), axis=1)
             vals = np.zeros(len(sample), dtype=bool)
+            inl = np.zeros(len(sample), dtype=bool)
             vals[ok] = dense[tuple(sample[ok].T)]
-            fracs.append(float(vals.mean()))
+            inl[ok] = env[tuple(sample[ok].T)]
+            # a nodule is surrounded by lung, at least on one side (juxtapleural: about half);
+            # shell points in the wall/mediastinum are neither evidence for nor against a tube
+            if inl.mean() < 0.35:
+                fracs.append(1.0)
+            else:
+                fracs.append(float(vals[inl].mean()))
         shell = min(fracs)
-        if shell > max_shell_fraction:
+        # large vessels are few and the shape test rejects them; large perivascular nodules have
+        # several vessels in their shell: allow more there
+        if shell > (max_shell_fraction if r < 4.0 else 2.0 * max_shell_fraction):
             continue
+        contrast = float(excess[tuple(p)])
         c = p * f + lo_full + (np.asarray(f) - 1) / 2.0
         cmm = g.index_to_lps(c)
+        # strength: clean shell × size — noise blobs are small, vessel pieces have busy shells
+        if contrast < thr:
+            continue
         seeds.append(Seed(tuple(float(v) for v in cmm), "detector", radius_mm=float(r) * 1.2,
-                          score=1.0 - shell))
-    # most blob-like first (a clean shell), so a cap on candidates drops vessel-like ones
+                          score=(1.0 - shell) * float(r)))
+    # strongest first, so a cap on candidates drops noise and vessel-like ones
     seeds.sort(key=lambda s: -s.score)
     return seeds
 
@@ -304,7 +318,7 @@ def is_nodule(feat: dict[str, float]) -> bool:
             and feat["solidity"] >= MIN_SOLIDITY)
 
 
-def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 30) -> list[Candidate]:
+def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 80) -> list[Candidate]:
     """Automatic detector: blob candidates verified by segmentation and shape rules."""
     g = vol.geometry
     sx, sy, sz = g.spacing
