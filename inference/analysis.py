@@ -78,10 +78,11 @@ def _segment_at(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, sear
     seg = segment_nodule(vol, lung, idx, radius_hint_mm=radius_mm, search_mm=search_mm)
     if seg is None:
         return None
-    if require_shape:
-        sx, sy, sz = g.spacing
-        if not is_nodule(shape_features(seg, (sz, sy, sx))):
-            return None
+    sx, sy, sz = g.spacing
+    # a seeded or propagated nodule may be small (shrinking, or annotated below detection size) but
+    # must still be nodular: a leak into vessels or the wall is not a measurement
+    if not is_nodule(shape_features(seg, (sz, sy, sx)), min_diameter_mm=4.0 if require_shape else 2.0):
+        return None
     return measure(vol, seg)
 
 

@@ -313,8 +313,12 @@ def shape_features(seg: NoduleSegmentation, spacing_zyx: tuple[float, float, flo
             "contrast_hu": seg.nodule_hu - seg.parenchyma_hu}
 
 
-def is_nodule(feat: dict[str, float]) -> bool:
-    return (MIN_DIAMETER_MM <= feat["d_eq_mm"] <= MAX_DIAMETER_MM and feat["elongation"] <= MAX_ELONGATION
+def is_nodule(feat: dict[str, float], *, min_diameter_mm: float = MIN_DIAMETER_MM) -> bool:
+    """Nodular shape: size in range, not elongated (vessel), compact (not a vessel tree).
+
+    ``min_diameter_mm`` is lowered for a nodule already known at the other time point (it may have
+    shrunk below the detection size)."""
+    return (min_diameter_mm <= feat["d_eq_mm"] <= MAX_DIAMETER_MM and feat["elongation"] <= MAX_ELONGATION
             and feat["solidity"] >= MIN_SOLIDITY)
 
 
