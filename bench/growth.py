@@ -9,7 +9,7 @@ Prints a table of median milliseconds per nodule (batched) for
   (volume-rate fit + isotropic warp of the baseline patch);
 
 and quotes the training time of the shipped weights from their training metrics
-(``inference/growth/weights/train_metrics.json``).
+(``inference/growth/mt_nognet_train_metrics.json``).
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("-" * 69)
     for name, (wall, cpu) in rows:
         print(f"{name:<38}{wall:>16.1f}{cpu:>15.1f}")
-    metrics_path = Path(args.weights).with_name("train_metrics.json") if args.weights else default_weights_path().with_name("train_metrics.json")
+    weights_path = Path(args.weights) if args.weights else default_weights_path()
+    metrics_path = weights_path.with_name(weights_path.stem + "_train_metrics.json")
     if metrics_path.is_file():
         m = json.loads(metrics_path.read_text())
         cpu = m.get("train_cpu_seconds")

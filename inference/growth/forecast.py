@@ -40,8 +40,8 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2, 3, 4))
 
 
 def default_weights_path() -> Path:
-    """The weights shipped with the package (``inference/growth/weights/mt_nognet.pt``)."""
-    return Path(__file__).resolve().parent / "weights" / WEIGHTS_FILE
+    """The weights shipped with the package (``inference/growth/mt_nognet.pt``; package data)."""
+    return Path(__file__).resolve().parent / WEIGHTS_FILE
 
 
 @dataclass(frozen=True)
