@@ -29,6 +29,7 @@ system:
 	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	command -v $(PY) >/dev/null || missing="$$missing python3 python3-venv python3-dev"; \
 	command -v ss >/dev/null || missing="$$missing iproute2"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \

@@ -81,5 +81,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler._noduletrack = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # pynetdicom is chatty at INFO (every PDU); our own events say what matters.
-    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
+    # pynetdicom logs every PDU and highdicom every module it adds at INFO; our own events say what matters.
+    for chatty in ("pynetdicom", "highdicom"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
