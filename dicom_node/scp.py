@@ -4,7 +4,9 @@ An instance is acknowledged with Success only after its header is parsed and val
 written to a temporary name in the spool, renamed to its final name and fsync'd (see
 ``Spool.commit``), and indexed in the database. Anything else is answered with a failure status
 and one log line that says why; the association and the node stay up. A duplicate SOP Instance
-UID is a success (idempotent; the stored file is kept). One audit row per association.
+UID is a success (idempotent; the stored file is kept). An instance larger than
+``node.max_instance_mb`` is dropped while it arrives (``receive_limit.py``) and answered with
+Out of Resources. One audit row per association.
 
 Throughput: Python's share of a C-STORE (PDU handling, header parsing) is what limits one
 process, so ``node.receivers`` processes can share the port with ``SO_REUSEPORT`` (the kernel
@@ -30,7 +32,7 @@ from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTAT
 from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.transport import ThreadedAssociationServer
 
-from . import reactor
+from . import reactor, receive_limit
 from .config import Config
 from .db import Database, open_database
 from .ingest import (
@@ -91,6 +93,7 @@ class StorageSCP:
 
     def __init__(self, config: Config, db: Database | None = None, reuse_port: bool = True) -> None:
         reactor.install()  # event-driven waits in pynetdicom's reactors (see reactor.py)
+        receive_limit.install()  # oversized data sets are dropped while they arrive
         # pynetdicom's "standard" handlers format a log text for every PDU and DIMSE message even
         # when nothing is logged; our own per-association and per-failure lines say what matters.
         _pynetdicom_config.LOG_HANDLER_LEVEL = "none"
@@ -98,12 +101,12 @@ class StorageSCP:
         self.db = db or open_database(config.database.url)
         self.spool = Spool(config.spool_dir, fsync=config.storage.fsync)
         self.indexer = Indexer(self.db)
-        self.max_bytes = config.node.max_instance_mb * 1024 * 1024
         self.reuse_port = reuse_port
         self._assocs: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
         self.server: ThreadedAssociationServer | None = None
         self.ae = self._build_ae()
+        self.max_bytes = config.node.max_instance_mb * 1024 * 1024
 
     def _build_ae(self) -> AE:
         node = self.config.node
@@ -119,6 +122,15 @@ class StorageSCP:
         for sop_class in SUPPORTED_SOP_CLASSES:
             ae.add_supported_context(sop_class, SUPPORTED_TRANSFER_SYNTAXES)
         return ae
+
+    @property
+    def max_bytes(self) -> int:
+        """Largest data set accepted, in bytes (enforced while receiving, see receive_limit.py)."""
+        return int(getattr(self.ae, receive_limit.MAX_DATASET_ATTRIBUTE))
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        setattr(self.ae, receive_limit.MAX_DATASET_ATTRIBUTE, int(value))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -231,10 +243,10 @@ class StorageSCP:
         transfer_syntax = str(event.context.transfer_syntax)
         stream: memoryview | None = None
         try:
-            size = req.DataSet.getbuffer().nbytes
-            if size > self.max_bytes:
+            if isinstance(req.DataSet, receive_limit.DiscardedDataSet):
                 raise Rejected(STATUS_OUT_OF_RESOURCES,
-                               f"instance of {size} bytes exceeds node.max_instance_mb={self.config.node.max_instance_mb}")
+                               f"instance of {req.DataSet.received_bytes} bytes exceeds node.max_instance_mb="
+                               f"{self.config.node.max_instance_mb} (dropped while receiving)")
             stream = req.DataSet.getbuffer()  # the bytes as received: no decode, no copy
             info = inspect_received(stream, transfer_syntax, sop_class, sop_instance)
             # Order matters (durability): temp file written -> UID not yet indexed? -> rename and

@@ -234,6 +234,8 @@ def test_bad_input_gets_failure_status_and_log_line(scp: StorageSCP, tmp_path: P
     caplog.clear()
     assert _send_file(scp.port, big_path, CT, ExplicitVRLittleEndian) == 0xA700
     assert "exceeds node.max_instance_mb" in _log_text(caplog)
+    # ...and it was dropped while it arrived (memory bounded by the limit), not after.
+    assert "dropped while receiving" in _log_text(caplog)
 
     # The node is still up, accepts a good instance, and nothing was half-written.
     assert _echo(scp.port)
