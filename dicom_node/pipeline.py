@@ -229,16 +229,19 @@ def _write_dicom(
     prior: Any, current: Any, analysis: Any, recommendation: Any, model_version: str, out_dir: Path,
     previous: Sequence[dict[str, str]],
 ) -> tuple[list[Path], list[dict[str, str]]]:
-    """SEG, SR and one key image per nodule. A result that differs from ``previous`` references it."""
+    """SEG, SR and one key image per nodule. A result that differs from ``previous`` references it.
+
+    With no nodule on the current study only the SR is written: it says that no nodules were
+    detected and carries the guideline's result for that case (a SEG with no segment is invalid,
+    and there is nothing to draw a key image of).
+    """
     from reports.keyimages import build_key_images
     from reports.seg import build_seg
     from reports.sr import build_sr
     from reports.uids import Predecessor
 
     present = [t for t in analysis.nodules if t.current is not None]
-    if not present:
-        return [], []
-    version = model_version or "no-growth-model"
+    version = model_version or ("no-growth-model" if present else "no-nodules")
 
     def predecessor(kind: str, tracking_uid: str = "") -> Predecessor | None:
         for p in previous:
@@ -246,10 +249,15 @@ def _write_dicom(
                 return Predecessor(p["study_instance_uid"], p["series_instance_uid"], p["sop_instance_uid"], p["sop_class_uid"])
         return None
 
+    prior_date = prior.study_date if prior is not None else None
+    if not present:
+        sr = build_sr(current, analysis.nodules, None, recommendation, model_version=version, prior_study_date=prior_date,
+                      predecessor=predecessor("sr"))
+        return [_save(sr.dataset, out_dir / "sr.dcm")], [_identifiers("sr", sr.dataset)]
+
     # The writers reference a predecessor only when the new object's UID differs (a changed result);
     # the same inputs give the same UIDs, so a re-run simply replaces the objects in the PACS.
     seg = build_seg(current, present, model_version=version, predecessor=predecessor("seg"))
-    prior_date = prior.study_date if prior is not None else None
     sr = build_sr(current, analysis.nodules, seg, recommendation, model_version=version, prior_study_date=prior_date,
                   predecessor=predecessor("sr"))
     key_predecessors = {t.tracking_uid: p for t in present if (p := predecessor("key", t.tracking_uid)) is not None}
@@ -311,8 +319,8 @@ def run_pipeline(
         t0 = time.perf_counter()
         outputs, objects = _write_dicom(prior, current, analysis, recommendation, model_version, out_dir, previous_outputs)
         analysis.timings["dicom_outputs"] = time.perf_counter() - t0
-        if not outputs:
-            notes.append("no nodule found: no SEG/SR written")
+        if not any(t.current is not None for t in analysis.nodules):
+            notes.append("no nodule found: SR states it (no SEG, no key images)")
     analysis.timings["total"] = time.perf_counter() - started
 
     summary = {

@@ -44,6 +44,10 @@ MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically Ab
 CT_CHEST = Code("24627-2", "LN", "CT Chest")  # CID 100 procedure reported
 IMAGING_MEASUREMENT_REPORT = Code("126000", "DCM", "Imaging Measurement Report")
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")  # TID 1500 document level
+# "Nothing found": the CAD SR wording (CID 6047) and a plain presence statement.
+CAD_PROCESSING_SUMMARY = Code("111017", "DCM", "CAD Processing and Findings Summary")
+ALL_SUCCEEDED_WITHOUT_FINDINGS = Code("111241", "DCM", "All algorithms succeeded; without findings")
+ABSENT = Code("272519000", "SCT", "Absent")
 
 # ----------------------------------------------------------------------------- measurements
 

@@ -48,7 +48,7 @@ from reports.seg import (
     forecast_date,
     software_version,
 )
-from reports.uids import ObjectUIDs, Predecessor, content_digest, object_uids
+from reports.uids import ObjectUIDs, Predecessor, content_digest, derived_uid, object_uids
 
 SR_SERIES_NUMBER = 9702
 SR_SERIES_DESCRIPTION = "NoduleTrack SR"
@@ -391,13 +391,46 @@ def _recommendation_digest(recommendation: StudyRecommendationLike | None) -> An
         return None
     fields = ("guideline", "category", "followup_months_min", "followup_months_max", "due_date", "text")
     per = _field(recommendation, "per_nodule", "nodules", "per_nodule_results")
-    return [_field(recommendation, f) for f in fields] + [repr(per) if per is not None else None]
+    # Hashed canonically (floats at the digest's precision), not as repr(): a repr carries every
+    # last bit of an unrounded VDT, and any object without a value repr would carry its address.
+    return [_field(recommendation, f) for f in fields] + [per]
+
+
+def _no_nodule_group(volume: CTVolume) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """TID 1501 group saying that the nodule search ran on this series and found nothing.
+
+    Coded twice so that any reader finds it: CAD Processing and Findings Summary (DCM 111017) =
+    "All algorithms succeeded; without findings" (DCM 111241, CID 6047, as CAD SRs say it), and
+    Nodule (SCT 27925004) = Absent (SCT 272519000); with the algorithm that looked (TID 4019) and
+    the analysed series as the group's source. Its tracking UID is derived from the series, so a
+    re-run states the same "no nodules" finding under the same UID.
+    """
+    tracking = hd.sr.TrackingIdentifier(
+        uid=derived_uid("no-nodules", volume.study_instance_uid, volume.series_instance_uid),
+        identifier="Lung nodule search",
+    )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        finding_type=codes.NODULE,
+        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.LUNG)],
+        algorithm_id=_algorithm(),
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(codes.CAD_PROCESSING_SUMMARY, codes.ALL_SUCCEEDED_WITHOUT_FINDINGS),
+            hd.sr.QualitativeEvaluation(codes.NODULE, codes.ABSENT),
+        ],
+    )
+    group[0].ContentSequence.append(_text(
+        codes.FINDING_SUMMARY,
+        f"No lung nodules detected by {SOFTWARE_NAME} {software_version()} on series {volume.series_instance_uid} "
+        f"({len(volume.slice_datasets)} slices). AI output, not a diagnosis.",
+    ))
+    return group
 
 
 def build_sr(
     volume: CTVolume,
     nodules: Sequence[TrackedNodule],
-    seg: SegResult,
+    seg: SegResult | None,
     recommendation: StudyRecommendationLike | None,
     *,
     model_version: str,
@@ -411,25 +444,36 @@ def build_sr(
     current measurement (resolved) have no measurement group but are listed in the report's
     Qualitative Evaluations, so pass all tracked nodules. ``predecessor`` is the SR
     this one replaces, if a previous run wrote a different result for the study.
+
+    When no nodule is present on the current study, pass ``seg=None`` (a SEG with no segment is not
+    a valid object): the report then states that no nodules were detected (:func:`_no_nodule_group`)
+    next to the guideline's result for that case, and lists resolved nodules if any.
     """
     present = [n for n in nodules if n.current is not None]
     resolved = [n for n in nodules if n.current is None]
-    if not present:
-        raise ValueError("no nodule with a current measurement: nothing to report")
-    if seg.dataset.StudyInstanceUID != volume.study_instance_uid:
+    if present and seg is None:
+        raise ValueError("nodules with a current measurement need their SEG (build_seg) to be referenced")
+    if not present and seg is not None:
+        raise ValueError("a SEG was given but no nodule has a current measurement")
+    if seg is not None and seg.dataset.StudyInstanceUID != volume.study_instance_uid:
         raise ValueError("the SEG belongs to another study than the volume")
+    if not present and not volume.slice_datasets:
+        raise ValueError("CTVolume.slice_datasets is empty: the report references the analysed series")
     if recommendation is not None and not isinstance(recommendation, StudyRecommendationLike):
         raise TypeError("recommendation must have guideline, category, followup_months_min/max, due_date and text")
 
     groups: list[Any] = []
     for n in present:
         m = n.current
-        assert m is not None
+        assert m is not None and seg is not None
         groups.append(_planar_group(volume, n, m))
         groups.append(_volumetric_group(volume, n, m, seg, recommendation, prior_study_date))
+    if not present:
+        groups.append(_no_nodule_group(volume))
 
     digest = content_digest(
-        "sr", volume.study_instance_uid, volume.series_instance_uid, seg.dataset.SOPInstanceUID,
+        "sr", volume.study_instance_uid, volume.series_instance_uid,
+        seg.dataset.SOPInstanceUID if seg is not None else list(volume.sop_instance_uids),
         [(n.tracking_uid, n.tracking_id, n.status, n.current, n.prior, n.interval_days, n.vdt_days, n.volume_change_pct,
           n.forecast) for n in present],
         _recommendation_digest(recommendation), prior_study_date,
@@ -437,11 +481,13 @@ def build_sr(
     )
     uids = object_uids(volume.study_instance_uid, "sr", digest, model_version)
 
+    # Without nodules the growth model did not run: name only our own software.
+    versions = [software_version(), f"{GROWTH_MODEL_NAME} {model_version}"] if present else [software_version()]
     observer = hd.sr.ObserverContext(
         observer_type=_dcm_codes.cid270.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=device_uid(), name=SOFTWARE_NAME, manufacturer_name=MANUFACTURER,
-            model_name=f"{SOFTWARE_NAME} {software_version()} / {GROWTH_MODEL_NAME} {model_version}",
+            model_name=f"{SOFTWARE_NAME} " + " / ".join(versions),
         ),
     )
     report = hd.sr.MeasurementReport(
@@ -465,10 +511,15 @@ def build_sr(
         prev.SOPClassUID = predecessor.sop_class_uid
         previous = [prev]
 
-    sr = hd.sr.Comprehensive3DSR(
+    if seg is not None:
         # Evidence = what the content references: the SEG and the long-axis slices (not the whole
         # series: highdicom's per-evidence work would dominate the SR's build time).
-        evidence=[seg.dataset, *[volume.slice_datasets[z] for z in sorted({int(n.current.long_axis_slice) for n in present})]],  # type: ignore[union-attr]
+        evidence = [seg.dataset, *[volume.slice_datasets[z] for z in sorted({int(n.current.long_axis_slice) for n in present})]]  # type: ignore[union-attr]
+    else:
+        # "Nothing found" is a statement about the whole analysed series: all of it is the evidence.
+        evidence = list(volume.slice_datasets)
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
         content=report[0],
         series_instance_uid=uids.series_instance_uid,
         series_number=series_number,
@@ -483,7 +534,7 @@ def build_sr(
     )
     # Rationale texts carry "mm³", "≥", "–": encode the whole document as UTF-8.
     sr.SpecificCharacterSet = "ISO_IR 192"
-    sr.SoftwareVersions = [software_version(), f"{GROWTH_MODEL_NAME} {model_version}"]
+    sr.SoftwareVersions = versions
     declare_private_scheme(sr)
     return SRResult(dataset=sr, uids=uids)
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import decimal
+import enum
 import hashlib
 import math
 from collections.abc import Mapping
@@ -80,6 +82,11 @@ def _canonical(value: Any, h: "hashlib._Hash") -> None:
         f = float(value)
         text = repr(f) if not math.isfinite(f) else f"{f:.{_FLOAT_DIGITS}g}"
         h.update(b"F" + text.encode() + b";")
+    elif isinstance(value, enum.Enum):
+        h.update(b"E" + type(value).__name__.encode() + b".")
+        _canonical(value.value, h)
+    elif isinstance(value, decimal.Decimal):  # the guideline engine's exact sizes ("5.5" mm)
+        h.update(b"d" + str(value.normalize()).encode() + b";")
     elif isinstance(value, str):
         data = value.encode("utf-8")
         h.update(b"S" + str(len(data)).encode() + b":" + data)
