@@ -89,9 +89,12 @@ def refresh_arrivals(s: Session, since: dt.datetime | None, margin_seconds: floa
     """Bring each study's ``last_instance_at`` up to its newest instance, and re-open a study that
     received instances after it was completed (queued/analysed/failed ones are then re-analysed
     once quiet again). Only instances received after ``since`` are looked at (None = all), and
-    only study ``study_pk`` if given. An instance counts as "after completion" if received later
-    than ``completed_at - margin_seconds``: a row stamped just before a completion may commit just
-    after it, and must not be missed.
+    only study ``study_pk`` if given. An instance counts as "after completion" if it is newer than
+    every instance the completion saw (``last_instance_at``, brought up to date in the completion's
+    own transaction) and received later than ``completed_at - margin_seconds``: a row stamped just
+    before a completion may commit just after it, and must not be missed — but the instances the
+    completion did see must not reopen it (a ``complete`` right after a transfer re-analysed every
+    study once more, ``quiet_seconds`` later).
 
     The receivers only insert instance rows (one INSERT per instance, no study row update on
     the hot path); this is where the study-level consequences are drawn. Returns reopened UIDs.
@@ -107,9 +110,11 @@ def refresh_arrivals(s: Session, since: dt.datetime | None, margin_seconds: floa
         study = s.get(Study, study_pk)
         if study is None or last is None:
             continue
-        if last > study.last_instance_at:
+        newer = last > study.last_instance_at
+        if newer:
             study.last_instance_at = last
-        if study.state != STUDY_RECEIVING and study.completed_at is not None and last > study.completed_at - margin:
+        if (study.state != STUDY_RECEIVING and study.completed_at is not None and newer
+                and last > study.completed_at - margin):
             if study.state in (STUDY_QUEUED, STUDY_ANALYSING, STUDY_ANALYSED, STUDY_FAILED):
                 study.reanalyse = True
             study.reason = f"new instances after {study.state}"

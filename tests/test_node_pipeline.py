@@ -1,0 +1,82 @@
+"""The node's side of one study: completion (when to analyse) and what the pipeline writes.
+
+* A ``complete`` issued right after a transfer must not reopen the study at the next sweep (that
+  used to re-analyse every such study once more, ``quiet_seconds`` later); an instance that really
+  arrives afterwards still does.
+* A study without nodules gets an SR (no SEG, no key images) through the pipeline's writer step,
+  with the guideline chosen by the node's configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlalchemy import select
+
+from dicom_node.completion import force_complete, sweep
+from dicom_node.config import load_config
+from dicom_node.db import Database, upgrade
+from dicom_node.ingest import Indexer, check_instance
+from dicom_node.models import Study
+from dicom_node.pipeline import _recommend, _write_dicom
+from inference.analysis import StudyAnalysis
+from inference.phantoms import generate_patient
+from tests.node_support import ct_datasets, node_config
+
+SR3D = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def _info(ds):
+    return check_instance(ds, str(ds.SOPClassUID), str(ds.SOPInstanceUID), "1.2.840.10008.1.2.1")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_forced_completion_right_after_a_transfer_is_not_reopened(db_url: str, tmp_path: Path) -> None:
+    upgrade(db_url)
+    db = Database(db_url)
+    config = load_config(node_config(tmp_path, 11112, db_url, stability={"quiet_seconds": 30}))
+    try:
+        series = ct_datasets(6, rows=8)
+        indexer = Indexer(db)
+        for ds in series[:5]:
+            indexer.index(_info(ds), "a", 1, "1.2.840.10008.1.2.1", "")
+        study_uid = str(series[0].StudyInstanceUID)
+        assert force_complete(db, config, study_uid)  # well within the 2 s margin of the last instance
+        for _ in range(2):
+            sweep(db, config)
+        with db.session() as s:
+            state, reanalyse = s.execute(select(Study.state, Study.reanalyse)).one()
+        assert (state, reanalyse) == ("queued", False), "the instances the completion saw reopened the study"
+
+        time.sleep(0.01)
+        assert indexer.index(_info(series[5]), "b", 1, "1.2.840.10008.1.2.1", "")  # a real late arrival
+        sweep(db, config)
+        with db.session() as s:
+            state, reanalyse = s.execute(select(Study.state, Study.reanalyse)).one()
+        assert (state, reanalyse) == ("receiving", True)
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("guideline, category", [("lungrads2022", "1"), ("fleischner2017", "no nodules")])
+def test_study_without_nodules_gets_an_sr_only(guideline: str, category: str, tmp_path: Path, dciodvfy) -> None:
+    current = generate_patient(5, timepoints=1, rows=96, slices=40, n_nodules=(0, 0)).timepoints[0].volume
+    config = load_config(node_config(tmp_path, 11112))
+    analysis = StudyAnalysis(nodules=[], timings={})
+    recommendation = _recommend(analysis, current, config, guideline)
+    assert (recommendation.guideline, recommendation.category) == (guideline, category)
+
+    paths, objects = _write_dicom(None, current, analysis, recommendation, "", tmp_path / "out", [])
+    assert [p.name for p in paths] == ["sr.dcm"] and [o["kind"] for o in objects] == ["sr"]
+    result = dciodvfy(paths[0])
+    assert result.ok and result.iod == "Comprehensive3DSR", "\n".join(result.errors)
+    ds = pydicom.dcmread(paths[0])
+    assert ds.SOPClassUID == SR3D and ds.StudyInstanceUID == current.study_instance_uid
+    assert objects[0]["sop_instance_uid"] == ds.SOPInstanceUID
+    # Re-running gives the same instance (the PACS replaces it, no duplicate).
+    again, _ = _write_dicom(None, current, analysis, _recommend(analysis, current, config, guideline), "",
+                            tmp_path / "again", objects)
+    assert pydicom.dcmread(again[0]).SOPInstanceUID == ds.SOPInstanceUID
