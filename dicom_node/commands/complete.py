@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..completion import UnknownStudy, force_complete
 from ..config import Config
-from ..db import open_database
-from ..ingest import is_valid_uid
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -22,6 +19,11 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    # imported here so that `noduletrack --help` and other commands start fast
+    from ..completion import UnknownStudy, force_complete
+    from ..db import open_database
+    from ..ingest import is_valid_uid
+
     if not is_valid_uid(args.study_uid):
         print(f"noduletrack complete: not a valid UID: {args.study_uid!r}")
         return 2

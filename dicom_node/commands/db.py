@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..config import Config
-from ..db import current_revision, head_revision, upgrade
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -20,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    # imported here so that `noduletrack --help` and other commands start fast
+    from ..db import current_revision, head_revision, upgrade
+
     url = config.database.url
     if args.action == "upgrade":
         before = current_revision(url)

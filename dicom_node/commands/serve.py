@@ -7,12 +7,8 @@ import logging
 import signal
 import threading
 
-from ..completion import CompletionScheduler
 from ..config import Config
-from ..db import open_database, upgrade
 from ..logs import log_event
-from ..scp import ReceiverGroup, prepare_spool
-from ..worker import WorkerPool
 
 log = logging.getLogger("noduletrack.serve")
 
@@ -33,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    # imported here so that `noduletrack --help` and other commands start fast
+    from ..completion import CompletionScheduler
+    from ..db import open_database, upgrade
+    from ..scp import ReceiverGroup, prepare_spool
+    from ..worker import WorkerPool
+
     if not args.no_migrate:
         upgrade(config.database.url)
     db = open_database(config.database.url)

@@ -9,12 +9,8 @@ import argparse
 import json
 from typing import Any
 
-from sqlalchemy import func, select
 
-from .. import outbox, queue
 from ..config import Config
-from ..db import open_database
-from ..models import Instance, OutboxItem, Patient, Series, Study, OUTBOX_FAILED
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -30,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 
 def collect(db: Any, limit: int = 1000) -> dict[str, Any]:
+    """The status document: studies (newest first), queue and outbox counts, recent export failures."""
+    from sqlalchemy import func, select  # imported on use: keeps the CLI's start-up light
+
+    from .. import outbox, queue
+    from ..models import OUTBOX_FAILED, Instance, OutboxItem, Patient, Series, Study
+
     with db.session() as s:
         counts = (
             select(Series.study_pk, func.count(Instance.id).label("n"))
@@ -64,6 +66,8 @@ def collect(db: Any, limit: int = 1000) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    from ..db import open_database  # here, not at the top: `noduletrack --help` starts fast
+
     db = open_database(config.database.url)
     try:
         data = collect(db, args.limit)

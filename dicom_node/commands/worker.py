@@ -7,7 +7,6 @@ import signal
 import threading
 
 from ..config import Config
-from ..worker import Worker, WorkerPool
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -22,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    # imported here so that `noduletrack --help` and other commands start fast
+    from ..worker import Worker, WorkerPool
+
     n = args.processes if args.processes is not None else max(1, config.workers.processes)
     if n < 1:
         print("noduletrack worker: --processes must be >= 1")
