@@ -10,6 +10,7 @@ from typing import Sequence
 
 from . import __version__
 from .config import ConfigError, load_config
+from .errors import OperatorError
 from .logs import setup_logging
 
 # Only commands that really work are listed. Order = order in --help.
@@ -31,7 +32,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a nested sub-command (`train growth`) repeats these options; without it the inner
+    # parser's default (None) would overwrite a --config given before the inner command's name.
+    parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     parent.add_argument("--config", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
     parent.add_argument("--log-level", metavar="LEVEL", help="override logging.level (DEBUG, INFO, WARNING, ERROR)")
     parser = argparse.ArgumentParser(
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.config = getattr(args, "config", None)
+    args.log_level = getattr(args, "log_level", None)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -59,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, config) or 0)
     except KeyboardInterrupt:
         return 130
+    except OperatorError as exc:  # an operator mistake, not a crash: no traceback
+        print(f"noduletrack {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except BrokenPipeError:
         return EXIT_OK
     except Exception:  # the last line of defence: say what happened, exit 1

@@ -24,6 +24,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from .errors import OperatorError
+
 # Alembic logs plugin set-up and context details at INFO on every command; nothing an operator needs.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -142,13 +144,17 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
+class SchemaNotCurrent(OperatorError, RuntimeError):
+    """The database exists (or not) but is not at the code's schema revision; the message says what to run."""
+
+
 def open_database(url: str, *, check_schema: bool = True) -> Database:
     """Open ``url``; with ``check_schema`` raise a clear error if migrations are missing."""
     if check_schema:
         current = current_revision(url)
         head = head_revision()
         if current != head:
-            raise RuntimeError(
+            raise SchemaNotCurrent(
                 f"database schema is at revision {current or 'none'}, expected {head}: "
                 "run `noduletrack db upgrade` (with the same --config)"
             )

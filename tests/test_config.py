@@ -70,6 +70,27 @@ def test_cli_reports_config_error_with_exit_2(tmp_path: Path) -> None:
     assert "node.port" in proc.stderr
 
 
+@pytest.mark.parametrize("before", [True, False])
+def test_config_is_honoured_before_or_after_a_nested_command(tmp_path: Path, before: bool) -> None:
+    """`train --config X growth` and `train growth --config X` both read X (argparse would drop the first)."""
+    path = tmp_path / "bad.toml"
+    path.write_text("[node]\nport = -1\n")
+    where = ["--config", str(path)]
+    args = (["train", *where, "growth"] if before else ["train", "growth", *where]) + [
+        "--manifest", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "out")]
+    proc = subprocess.run([sys.executable, "-m", "dicom_node.cli", *args], capture_output=True, text=True)
+    assert proc.returncode == 2 and "node.port" in proc.stderr, proc.stderr
+
+
+def test_missing_migrations_are_an_operator_message_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(f"[database]\nurl = \"sqlite:///{tmp_path / 'fresh.db'}\"\n")
+    proc = subprocess.run([sys.executable, "-m", "dicom_node.cli", "status", "--config", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "noduletrack db upgrade" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+
+
 def test_log_lines_are_structured_and_hash_phi() -> None:
     record = logging.makeLogRecord({"name": "noduletrack.test", "levelno": logging.INFO, "levelname": "INFO",
                                     "msg": "stored", "fields": {"patient": phi_hash("PAT-001"), "bytes": 12}})
