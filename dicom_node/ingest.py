@@ -404,78 +404,43 @@ class Indexer:
         # name); the sender's instance is stored either way.
         return inserted
 
-    def _patient_pk(self, s: Any, info: InstanceInfo) -> int:
-        key = (info.patient_id, info.issuer)
-        pk = self._patients.get(key)
+    def _get_or_insert(self, s: Any, cache: dict[Any, int], key: Any, model: Any, values: dict[str, Any],
+                       *match: Any) -> int:
+        """Primary key of the row matching ``match`` (cached per process), inserting ``values`` if
+        there is none. Insert-or-ignore then select, so concurrent receivers agree on one row."""
+        pk = cache.get(key)
         if pk is None:
-            s.execute(
-                self._insert_ignore(
-                    Patient.__table__,
-                    dict(
-                        patient_id=info.patient_id,
-                        issuer=info.issuer,
-                        sex=info.patient_sex,
-                        birth_date=info.patient_birth_date,
-                        created_at=utcnow(),
-                    ),
-                )
-            )
-            pk = s.execute(
-                select(Patient.id).where(Patient.patient_id == info.patient_id, Patient.issuer == info.issuer)
-            ).scalar_one()
-            self._patients[key] = pk
+            s.execute(self._insert_ignore(model.__table__, values))
+            pk = s.execute(select(model.id).where(*match)).scalar_one()
+            cache[key] = pk
         return pk
+
+    def _patient_pk(self, s: Any, info: InstanceInfo) -> int:
+        values = dict(patient_id=info.patient_id, issuer=info.issuer, sex=info.patient_sex,
+                      birth_date=info.patient_birth_date, created_at=utcnow())
+        return self._get_or_insert(s, self._patients, (info.patient_id, info.issuer), Patient, values,
+                                   Patient.patient_id == info.patient_id, Patient.issuer == info.issuer)
 
     def _study_pk(self, s: Any, info: InstanceInfo, now: dt.datetime, retrieved: bool = False) -> int:
-        pk = self._studies.get(info.study_instance_uid)
-        if pk is None:
-            patient_pk = self._patient_pk(s, info)
-            s.execute(
-                self._insert_ignore(
-                    Study.__table__,
-                    dict(
-                        study_instance_uid=info.study_instance_uid,
-                        patient_pk=patient_pk,
-                        patient_sex=info.patient_sex,
-                        patient_birth_date=info.patient_birth_date,
-                        study_date=info.study_date,
-                        accession_number=info.accession_number,
-                        description=info.study_description,
-                        state=STUDY_RECEIVING,
-                        reason="",
-                        first_instance_at=now,
-                        last_instance_at=now,
-                        reanalyse=False,
-                        retrieved_as_prior=retrieved,
-                    ),
-                )
-            )
-            pk = s.execute(select(Study.id).where(Study.study_instance_uid == info.study_instance_uid)).scalar_one()
-            self._studies[info.study_instance_uid] = pk
-        return pk
+        if info.study_instance_uid in self._studies:
+            return self._studies[info.study_instance_uid]
+        values = dict(
+            study_instance_uid=info.study_instance_uid, patient_pk=self._patient_pk(s, info),
+            patient_sex=info.patient_sex, patient_birth_date=info.patient_birth_date, study_date=info.study_date,
+            accession_number=info.accession_number, description=info.study_description, state=STUDY_RECEIVING,
+            reason="", first_instance_at=now, last_instance_at=now, reanalyse=False, retrieved_as_prior=retrieved,
+        )
+        return self._get_or_insert(s, self._studies, info.study_instance_uid, Study, values,
+                                   Study.study_instance_uid == info.study_instance_uid)
 
     def _series_pk(self, s: Any, info: InstanceInfo, study_pk: int) -> int:
-        pk = self._series.get(info.series_instance_uid)
-        if pk is None:
-            s.execute(
-                self._insert_ignore(
-                    Series.__table__,
-                    dict(
-                        series_instance_uid=info.series_instance_uid,
-                        study_pk=study_pk,
-                        modality=info.modality,
-                        series_number=info.series_number,
-                        description=info.series_description,
-                        body_part=info.body_part,
-                        frame_of_reference_uid=info.frame_of_reference_uid,
-                    ),
-                )
-            )
-            pk = s.execute(
-                select(Series.id).where(Series.series_instance_uid == info.series_instance_uid)
-            ).scalar_one()
-            self._series[info.series_instance_uid] = pk
-        return pk
+        values = dict(
+            series_instance_uid=info.series_instance_uid, study_pk=study_pk, modality=info.modality,
+            series_number=info.series_number, description=info.series_description, body_part=info.body_part,
+            frame_of_reference_uid=info.frame_of_reference_uid,
+        )
+        return self._get_or_insert(s, self._series, info.series_instance_uid, Series, values,
+                                   Series.series_instance_uid == info.series_instance_uid)
 
     def is_indexed(self, sop_instance_uid: str) -> bool:
         with self.db.session() as s:
