@@ -4,7 +4,6 @@ SHELL := /bin/bash
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := orthanc orthanc-dicomweb dcmtk dicom3tools
 PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
 .PHONY: demo test system venv clean-venv bench
