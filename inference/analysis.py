@@ -22,7 +22,7 @@ from .lung import LungMask, compute_lung_mask
 from .measure import measure
 from .registration import RigidTransform, refine_local, register_rigid
 from .segmentation import segment_nodule
-from .tracking import match_confidence, match_nodules, mint_tracking_uid, volume_change_pct, volume_doubling_time
+from .tracking import match_confidence, match_nodules, match_tolerance_mm, mint_tracking_uid, volume_change_pct, volume_doubling_time
 from .types import CTVolume, NoduleMeasurement, TrackedNodule
 
 log = logging.getLogger("noduletrack.inference.analysis")
@@ -186,7 +186,7 @@ def analyze_pair(
                                     search_mm=max(4.0, 0.8 * _radius(f.meas)), require_shape=False)
                 if m_cur is not None and not any(_inside(c.meas, current, m_cur.center_mm) for c in cur_found):
                     d = float(np.linalg.norm(np.asarray(m_cur.center_mm) - mapped_arr[i]))
-                    conf = match_confidence(d, 3.0 + 0.25 * max(f.meas.mean_diameter_mm, m_cur.mean_diameter_mm),
+                    conf = match_confidence(d, match_tolerance_mm(f.meas.mean_diameter_mm, m_cur.mean_diameter_mm),
                                             f.meas.volume_mm3, m_cur.volume_mm3)
                     pairs.append((f, _Found(m_cur, m_cur.volume_mm3, "propagated"), conf))
                 else:
@@ -206,7 +206,7 @@ def analyze_pair(
                 if m_pri is not None and not any(_inside(p.meas, prior, m_pri.center_mm) for p in prior_found):
                     mp = loc.to_current(np.asarray(m_pri.center_mm))
                     d = float(np.linalg.norm(mp - np.asarray(f.meas.center_mm)))
-                    conf = match_confidence(d, 3.0 + 0.25 * max(f.meas.mean_diameter_mm, m_pri.mean_diameter_mm),
+                    conf = match_confidence(d, match_tolerance_mm(f.meas.mean_diameter_mm, m_pri.mean_diameter_mm),
                                             m_pri.volume_mm3, f.meas.volume_mm3)
                     pairs.append((_Found(m_pri, m_pri.volume_mm3, "propagated"), f, conf))
                 else:

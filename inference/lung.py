@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage as ndi
 
+from .morphology import edt
 from .registration import block_mean, factors_for
 from .types import CTVolume
 
@@ -65,8 +66,8 @@ def _closing_edt(mask: np.ndarray, radius_mm: float, sampling: tuple[float, floa
     """Binary closing with a ball of ``radius_mm`` via two Euclidean distance transforms (any spacing)."""
     pad = [int(np.ceil(radius_mm / s)) + 1 for s in sampling]
     m = np.pad(mask, [(p, p) for p in pad])
-    dilated = ndi.distance_transform_edt(~m, sampling=sampling) <= radius_mm
-    closed = ndi.distance_transform_edt(dilated, sampling=sampling) > radius_mm
+    dilated = edt(~m, sampling) <= radius_mm
+    closed = edt(dilated, sampling) > radius_mm
     return closed[pad[0]:-pad[0], pad[1]:-pad[1], pad[2]:-pad[2]] | mask
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from .lung import ImageStats, LungMask
+from .morphology import ball_close, ball_open, dilate, edt
 from .types import CTVolume
 
 
@@ -50,12 +51,7 @@ class NoduleSegmentation:
 
 def _ball_open(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float]) -> np.ndarray:
     """Opening with a ball via EDT: keep points covered by a ball of ``radius_mm`` inside ``mask``."""
-    if radius_mm <= 0:
-        return mask.copy()
-    inner = ndi.distance_transform_edt(mask, sampling=sampling) > radius_mm
-    if not inner.any():
-        return inner
-    return ndi.distance_transform_edt(~inner, sampling=sampling) <= radius_mm + 1e-6
+    return ball_open(mask, radius_mm, sampling)
 
 
 def _closing(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float]) -> np.ndarray:
@@ -77,11 +73,7 @@ def _closing(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, f
 
 
 def _closing_fine(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float]) -> np.ndarray:
-    pad = [int(np.ceil(radius_mm / s)) + 1 for s in sampling]
-    m = np.pad(mask, [(p, p) for p in pad], mode="edge")
-    dil = ndi.distance_transform_edt(~m, sampling=sampling) <= radius_mm
-    clo = ndi.distance_transform_edt(dil, sampling=sampling) > radius_mm
-    return clo[pad[0]:-pad[0], pad[1]:-pad[1], pad[2]:-pad[2]] | mask
+    return ball_close(mask, radius_mm, sampling, pad_mode="edge")
 
 
 def _component_at(mask: np.ndarray, point: tuple[int, int, int], sampling, max_dist_mm: float = 3.0) -> np.ndarray:
@@ -96,6 +88,32 @@ def _component_at(mask: np.ndarray, point: tuple[int, int, int], sampling, max_d
             return np.zeros_like(mask)
         lab = labels[tuple(i[point] for i in idx)]
     return labels == lab
+
+
+def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min: float,
+                      sampling: tuple[float, float, float]) -> float | None:
+    """Density of a ground-glass layer around a solid part, or None when there is none.
+
+    The edge of a solid nodule is blurred: between it and the parenchyma lies a ramp of intermediate
+    densities about one blur width wide. A part-solid nodule instead has a *plateau* of subsolid
+    density: voxels of the region that are farther than a blur width from both the solid part and the
+    region's outer boundary. When such voxels make a real layer (≥ 5 % of the region and ≥ 8 voxels)
+    and their median is subsolid, that median is the ground-glass level.
+    """
+    solid = region & (s1 > t_solid)
+    if not solid.any() or solid.all():
+        return None
+    blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm (slices may be thicker)
+    from_solid = edt(~solid, sampling)
+    depth = edt(region, sampling)
+    plateau = region & ~solid & (from_solid > blur) & (depth > blur)
+    n = int(plateau.sum())
+    if n < 8 or n < 0.05 * int(region.sum()):
+        return None
+    level = float(np.median(s1[plateau]))
+    if not t_min < level < t_solid:
+        return None
+    return level
 
 
 def segment_nodule(
@@ -116,7 +134,7 @@ def segment_nodule(
     search = search_mm if search_mm is not None else max(2.5, 0.6 * r_hint)
 
     for attempt in range(2):
-        half_mm = max(12.0, 2.0 * r_hint + 6.0) * (1.6 ** attempt)
+        half_mm = max(10.0, 1.6 * r_hint + 5.0) * (1.6 ** attempt)
         half = np.array([half_mm / sz, half_mm / sy, half_mm / sx])
         lo = np.maximum(np.floor(seed - half).astype(int), 0)
         hi = np.minimum(np.ceil(seed + half).astype(int) + 1, np.asarray(g.shape))
@@ -127,9 +145,11 @@ def segment_nodule(
         if result is None:
             return None
         r_eq = 0.5 * (6 * result.volume_mm3 / np.pi) ** (1 / 3)
-        # a mask reaching the crop edge is either a big nodule (retry with a larger crop) or a leak
-        # into vessels (a much larger crop would only make it worse: return it for the shape test)
-        if not result.touches_crop or r_eq < 0.5 * half_mm or r_eq > 2.0 * r_hint + 4.0:
+        # a mask reaching the crop edge is either a nodule larger than its hint (retry with a larger
+        # crop) or a leak into vessels: a mask much larger than the hint (a larger crop would only make
+        # it worse, and slow) or mostly cut away by the vessel opening is returned for the shape test
+        leaky = result.region_voxels * float(np.prod(sampling)) > 3.0 * max(result.volume_mm3, 1e-6)
+        if not result.touches_crop or r_eq < 0.5 * half_mm or r_eq > 1.5 * r_hint + 2.0 or leaky:
             return result
         r_hint = max(r_hint, 1.5 * r_eq)
     return result
@@ -185,21 +205,21 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
             return None
     region_voxels = int(region.sum())
     # inscribed radius near the peak sets the opening that cuts vessels thinner than the nodule
-    inside = ndi.distance_transform_edt(region, sampling=sampling)
+    inside = edt(region, sampling)
     # measured at the peak (not the neighbourhood max: a thick vessel next to the nodule would set
     # an opening too wide to cut it off), and no wider than the expected nodule radius allows
     r_in = float(min(inside[peak] + 0.5 * min(sampling), 1.5 * r_hint + 1.0))
     rho = float(np.clip(0.55 * r_in, 0.5 * min(sampling[1:]) + 0.01, 6.0))
     inner = inside > rho
     if inner.any():
-        opened_all = ndi.distance_transform_edt(~inner, sampling=sampling) <= rho + 1e-6
+        opened_all = dilate(inner, rho, sampling)
         opened = _component_at(opened_all & region, peak, sampling, max_dist_mm=rho + 2.0)
     else:
         opened = np.zeros_like(region)
     if not opened.any():
         opened = region & (np.sqrt(d2) <= max(r_in, 1.0))
     # restore margins (lobulation, short spicules) lost by the opening, within the region
-    restored = region & (ndi.distance_transform_edt(~opened, sampling=sampling) <= rho)
+    restored = region & (edt(~opened, sampling) <= rho)
     # what the restoration added back is a spicule or lobulation when it ends there, a vessel stub
     # when the region continues beyond it (the vessel goes on): drop the stubs
     extra = restored & ~opened
@@ -221,7 +241,12 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         core = depth >= np.max(depth) * 0.6
     core_vals = s1[core]
     solid_core = core_vals > t_solid
-    if solid_core.mean() >= 0.7 or (~solid_core).sum() < 8:
+    gg_level = _ground_glass_rim(s1, mask_lo, t_solid, P + min_contrast, sampling)
+    if gg_level is not None:
+        # a solid core inside a ground-glass envelope (part-solid): the nodule's boundary is the
+        # ground glass's, so its level sets the half-maximum threshold
+        D = gg_level
+    elif solid_core.mean() >= 0.7 or (~solid_core).sum() < 8:
         # upper quartile: at the resolution limit blur lowers most of a small core; noise only a little
         D = float(np.percentile(core_vals[solid_core] if solid_core.any() else core_vals, 75))
         if float(np.max(depth)) < 2.5 * max(sampling):

@@ -1,10 +1,13 @@
 """Match nodules across time points, give each a stable tracking UID, compute growth (CLINICAL.md).
 
 Prior nodules are mapped into the current study through the registration transform (refined per
-nodule). Pairs are assigned by the Hungarian method on a cost that is mostly distance (normalised by
-the expected registration + centroid error, which grows with nodule size) plus a small term for
-implausible size change; pairs beyond a gate are not matched. A match's confidence is the product
-of a distance and a size-consistency likelihood, in (0, 1].
+nodule). Matching is by *position*: a pair is possible when the mapped prior centre and the current
+centre are within a gate that grows with the nodules' size (registration residual + centroid shift
+of a growing or shrinking nodule, which is at most about its radius). Size is what we measure, so it
+never vetoes a pair: a nodule that grew 35× between scans is still the same nodule when nothing else
+is there. Within the gate, pairs are assigned by the Hungarian method on the normalised distance;
+size change only breaks near-ties between competing candidates. A match's confidence is a distance
+likelihood, lowered when another candidate competes for the same nodule (an ambiguous match).
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from scipy.optimize import linear_sum_assignment
 
 from .types import NoduleMeasurement
 
-# expected error of mapped centres: registration residual (~2 mm) plus centroid shift with growth
+# expected error of mapped centres: registration residual (~2-3 mm after local refinement)
 _BASE_TOL_MM = 3.0
+# a pair farther apart than this many tolerances is two different nodules
 _GATE_SIGMAS = 3.5
-# beyond five doublings (or halvings) between two scans a "match" is more likely two different things
-_MAX_VOLUME_RATIO = 32.0
+# weight of |ln(V2/V1)| in the assignment cost: a tie-breaker, small against a tolerance
+_SIZE_TIEBREAK = 0.05
 
 
 @dataclass(frozen=True)
@@ -33,47 +37,64 @@ class Match:
     confidence: float
 
 
+def match_tolerance_mm(diameter_a_mm: float, diameter_b_mm: float) -> float:
+    """Expected distance between the mapped prior centre and the current centre of one nodule.
+
+    Registration residual plus the centroid shift of a nodule that grew or shrank asymmetrically,
+    which scales with the larger of the two diameters.
+    """
+    return _BASE_TOL_MM + 0.25 * max(diameter_a_mm, diameter_b_mm)
+
+
 def _tolerance(a: NoduleMeasurement, b: NoduleMeasurement) -> float:
-    return _BASE_TOL_MM + 0.25 * max(a.mean_diameter_mm, b.mean_diameter_mm)
+    return match_tolerance_mm(a.mean_diameter_mm, b.mean_diameter_mm)
 
 
-def match_confidence(distance_mm: float, tol_mm: float, v_prior: float, v_current: float) -> float:
-    """Likelihood-style confidence: Gaussian in distance/tolerance × tolerance for size change.
+def match_confidence(distance_mm: float, tol_mm: float, v_prior: float | None = None,
+                     v_current: float | None = None, competitors: int = 0) -> float:
+    """Confidence in (0, 1] of a spatial match.
 
-    Size change is expected (that is what is measured), so only extreme ratios (beyond 8× either
-    way, i.e. three doublings) lower the confidence.
+    Gaussian in distance/tolerance. Size change does not lower it (growth is what is measured, and
+    it is reported separately); other candidates within the gate (``competitors``) do, because the
+    assignment between them could be wrong. ``v_prior``/``v_current`` are accepted for callers that
+    pass them and ignored.
     """
     c_dist = math.exp(-0.5 * (distance_mm / tol_mm) ** 2)
-    ratio = abs(math.log(max(v_current, 1e-3) / max(v_prior, 1e-3)))
-    c_size = math.exp(-0.5 * max(0.0, ratio - math.log(8.0)) ** 2)
-    return float(c_dist * c_size)
+    return float(c_dist / (1.0 + competitors))
 
 
 def match_nodules(prior_in_current: list[NoduleMeasurement], mapped_centers_mm: np.ndarray,
                   current: list[NoduleMeasurement]) -> list[Match]:
-    """Hungarian assignment of prior nodules (with centres mapped into the current study) to current ones."""
+    """One-to-one assignment of prior nodules (centres mapped into the current study) to current ones.
+
+    Pairs are gated by distance only; the Hungarian method minimises the summed squared normalised
+    distance (plus a small size-change tie-breaker). Returns the pairs inside the gate.
+    """
     if not prior_in_current or not current:
         return []
     n, m = len(prior_in_current), len(current)
-    cost = np.full((n, m), 1e6)
+    big = 1e6
+    cost = np.full((n, m), big)
     dist = np.zeros((n, m))
+    gate = np.zeros((n, m), dtype=bool)
     for i, a in enumerate(prior_in_current):
         for j, b in enumerate(current):
             d = float(np.linalg.norm(mapped_centers_mm[i] - np.asarray(b.center_mm)))
             tol = _tolerance(a, b)
             dist[i, j] = d
-            ratio = max(b.volume_mm3, 1e-3) / max(a.volume_mm3, 1e-3)
-            if d <= _GATE_SIGMAS * tol and 1.0 / _MAX_VOLUME_RATIO <= ratio <= _MAX_VOLUME_RATIO:
+            if d <= _GATE_SIGMAS * tol:
+                gate[i, j] = True
                 size = abs(math.log(max(b.volume_mm3, 1e-3) / max(a.volume_mm3, 1e-3)))
-                cost[i, j] = (d / tol) ** 2 + 0.1 * size
+                cost[i, j] = (d / tol) ** 2 + _SIZE_TIEBREAK * size
     rows, cols = linear_sum_assignment(cost)
     out = []
     for i, j in zip(rows, cols):
-        if cost[i, j] >= 1e6:
+        if not gate[i, j]:
             continue
         a, b = prior_in_current[i], current[j]
+        competitors = int(gate[i].sum() - 1 + gate[:, j].sum() - 1)
         out.append(Match(int(i), int(j), float(dist[i, j]),
-                         match_confidence(dist[i, j], _tolerance(a, b), a.volume_mm3, b.volume_mm3)))
+                         match_confidence(dist[i, j], _tolerance(a, b), competitors=competitors)))
     return out
 
 

@@ -1,0 +1,64 @@
+"""Fast exact Euclidean distance transforms and ball morphology on anisotropic grids.
+
+``scipy.ndimage.distance_transform_edt`` always computes a full feature transform (indices of the
+nearest background voxel) even when only distances are wanted, which made it the dominant cost of
+segmentation and detection. SimpleITK's Maurer distance map is exact, multi-threaded and about 2–4×
+faster for the same result, so every morphological operation with a ball (dilation, erosion,
+opening, closing in millimetres, any spacing) goes through :func:`edt` here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+
+def edt(mask: np.ndarray, sampling: tuple[float, float, float]) -> np.ndarray:
+    """Distance (mm) of every ``True`` voxel to the nearest ``False`` voxel; 0 on ``False`` voxels.
+
+    Same result as ``scipy.ndimage.distance_transform_edt(mask, sampling=sampling)`` (float32).
+    ``sampling`` is the (z, y, x) voxel size. A mask without any ``False`` voxel has no defined
+    distance: like SciPy, the distance then grows from the array border (computed on a padded copy).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.all():
+        padded = np.pad(mask, 1, constant_values=False)
+        return edt(padded, sampling)[1:-1, 1:-1, 1:-1]
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.float32)
+    # Maurer's "outside" distance of the complement = distance from mask voxels to the background
+    img = sitk.GetImageFromArray((~mask).view(np.uint8))
+    img.SetSpacing(tuple(float(s) for s in sampling[::-1]))
+    d = sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
+                                     useImageSpacing=True, backgroundValue=0)
+    out = sitk.GetArrayFromImage(d)
+    np.maximum(out, 0.0, out=out)
+    return out
+
+
+def dilate(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float]) -> np.ndarray:
+    """Dilation with a ball of ``radius_mm``."""
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=bool)
+    return edt(~mask, sampling) <= radius_mm + 1e-6
+
+
+def ball_open(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float]) -> np.ndarray:
+    """Opening with a ball: the union of all balls of ``radius_mm`` that fit inside ``mask``."""
+    if radius_mm <= 0:
+        return mask.copy()
+    inner = edt(mask, sampling) > radius_mm
+    if not inner.any():
+        return inner
+    return dilate(inner, radius_mm, sampling)
+
+
+def ball_close(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float],
+               pad_mode: str = "constant") -> np.ndarray:
+    """Closing with a ball (``mask`` is kept: the result is a superset). The array is padded by the
+    radius so that the closing is not cut at the border (``pad_mode`` as in ``numpy.pad``)."""
+    pad = [int(np.ceil(radius_mm / s)) + 1 for s in sampling]
+    m = np.pad(mask, [(p, p) for p in pad], mode=pad_mode)  # type: ignore[call-overload]
+    dil = edt(~m, sampling) <= radius_mm
+    clo = edt(dil, sampling) > radius_mm
+    return clo[pad[0]:-pad[0], pad[1]:-pad[1], pad[2]:-pad[2]] | mask
