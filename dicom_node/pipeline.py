@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,18 +60,40 @@ class PipelineResult:
 
 
 _FORECASTER: Any = None
+_FORECASTER_LOCK = threading.Lock()
 
 
 def growth_forecaster() -> Any:
     """The growth model, loaded once per process (weights are read from the package)."""
     global _FORECASTER
-    if _FORECASTER is None:
-        import torch
+    with _FORECASTER_LOCK:  # the worker's warm-up thread and a first job may ask at once
+        if _FORECASTER is None:
+            import torch
 
-        from inference.growth.forecast import GrowthForecaster
+            from inference.growth.forecast import GrowthForecaster
 
-        _FORECASTER = GrowthForecaster(device="cuda" if torch.cuda.is_available() else "cpu")
+            _FORECASTER = GrowthForecaster(device="cuda" if torch.cuda.is_available() else "cpu")
     return _FORECASTER
+
+
+def warm_up() -> float:
+    """Import the analysis stack and load the growth model now, not inside the first study.
+
+    A fresh worker otherwise pays several seconds (torch, MONAI, SimpleITK, highdicom imports and
+    the weights) on the first follow-up it analyses. Returns the seconds spent; a model that cannot
+    be loaded is left for the job to report (it records "growth model unavailable").
+    """
+    started = time.perf_counter()
+    import highdicom  # noqa: F401
+    import inference.analysis  # noqa: F401
+    import reports.keyimages  # noqa: F401
+    import reports.sr  # noqa: F401
+
+    try:
+        growth_forecaster()
+    except (OSError, ImportError, RuntimeError) as exc:
+        log_event(log, "growth model not preloaded", logging.WARNING, error=str(exc))
+    return time.perf_counter() - started
 
 
 def _forecast(analysis: Any, prior: Any, current: Any, horizon_days: int, notes: list[str]) -> str:
@@ -426,6 +449,7 @@ def analyze_study(session_factory: Any, config: Config, study_uid: str, spool: P
         prior_pk = prior_study.id if prior_study is not None else None
 
     started = utcnow()
+    load_started = time.perf_counter()
     try:
         try:
             current = load_study(current_files)
@@ -440,6 +464,7 @@ def analyze_study(session_factory: Any, config: Config, study_uid: str, spool: P
                 log_event(log, "prior not usable", logging.WARNING, study=study_uid, reason=str(exc))
                 prior = None
         seeds = seeds_from_annotations(prior_annotation_files) if prior is not None and prior_annotation_files else []
+        load_seconds = time.perf_counter() - load_started
         result = run_pipeline(prior, current, results_dir(config, study_uid), config, known_nodules=known if prior is not None else (),
                               prior_annotations=seeds, previous_outputs=previous)
         if prior is None and prior_files:
@@ -453,6 +478,8 @@ def analyze_study(session_factory: Any, config: Config, study_uid: str, spool: P
         log_event(log, "study not analysable", logging.WARNING, study=study_uid, reason=str(exc))
         raise
 
+    # Reading the series from the spool happens before run_pipeline; keep it next to its stages.
+    result.summary["timings_s"] = {"load_series": round(load_seconds, 3), **result.summary["timings_s"]}
     summary = dict(result.summary, output_objects=result.output_objects)
     with session_factory() as s, s.begin():
         for t in result.analysis.nodules:

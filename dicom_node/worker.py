@@ -155,9 +155,24 @@ class Worker:
             except Exception:
                 log.exception("lease renewal failed", extra={"fields": {"job": job_id}})
 
+    def _warm_up(self) -> None:
+        try:
+            from . import pipeline
+
+            seconds = pipeline.warm_up()
+            log_event(log, "worker warmed up", worker=self.name, seconds=round(seconds, 2))
+        except Exception:  # a warm-up problem surfaces (with its reason) in the first job instead
+            log.exception("worker warm-up failed")
+
     def run(self) -> None:
-        """Loop until ``stop`` is set: jobs first, then due outbox items, else sleep."""
+        """Loop until ``stop`` is set: jobs first, then due outbox items, else sleep.
+
+        The analysis stack is imported and the growth model loaded in a background thread at start,
+        so the first study does not wait for it (jobs are claimed meanwhile: the pipeline waits for
+        the same load through a lock rather than loading twice).
+        """
         log_event(log, "worker started", worker=self.name)
+        threading.Thread(target=self._warm_up, name="worker-warm-up", daemon=True).start()
         while not self.stop.is_set():
             busy = False
             try:
