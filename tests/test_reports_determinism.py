@@ -115,3 +115,20 @@ def test_the_growth_model_run_twice_gives_the_same_objects() -> None:
         assert fx.mask_offset == fy.mask_offset and np.array_equal(fx.mask, fy.mask)
     model = a[0].forecast.model_version
     assert _uids(case, a, case.recommendation, model) == _uids(case, b, case.recommendation, model)
+
+
+def test_key_images_read_back_with_highdicom(tmp_path) -> None:
+    """The saved RLE key image reads back (highdicom) with exactly the rendered pixels and identifiers."""
+    import highdicom as hd
+
+    from reports.keyimages import render_nodule_panel
+
+    case = phantom_case(2)
+    keys = build_key_images(case.prior, case.current, case.nodules, model_version=MODEL)
+    for k in keys[:2]:
+        path = tmp_path / f"{k.uids.sop_instance_uid}.dcm"
+        k.dataset.save_as(path, enforce_file_format=True)
+        back = hd.imread(path)
+        assert back.SOPInstanceUID == k.uids.sop_instance_uid and back.StudyInstanceUID == case.current.study_instance_uid
+        nodule = next(n for n in case.nodules if n.tracking_uid == k.tracking_uid)
+        assert np.array_equal(back.pixel_array, render_nodule_panel(nodule, case.prior, case.current))
