@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.growth.data import GrowthConfig, ManifestError, load_pair, read_manifest
+from inference.growth.data import GrowthConfig, ManifestError, array_to_metatensor, load_pair, prepare_pair, read_manifest
 from tests.growth_synth import make_pairs
 
 
@@ -112,3 +112,30 @@ def test_cli_rejects_bad_manifest(pairs: Path, tmp_path: Path, capsys: pytest.Ca
     assert main(["evaluate", "growth", "--manifest", str(tmp_path / "absent.jsonl")]) == 2
     assert "manifest not found" in capsys.readouterr().err
     assert not (tmp_path / "o" / "weights.pt").exists()
+
+
+def test_mask_with_its_own_geometry() -> None:
+    """A mask sharing its image's grid is resampled with it; one written on another grid (here shifted
+    by 3 mm) is resampled by its own header, so the nodule lands where the mask says it is."""
+    cfg = GrowthConfig(patch=24)
+    hu = np.full((30, 30, 30), -850.0, dtype=np.float32)
+    mask = np.zeros((30, 30, 30), dtype=np.float32)
+    mask[12:18, 12:18, 12:18] = 1.0
+    sp, d = (1.0, 1.0, 1.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    same = prepare_pair({"baseline_image": array_to_metatensor(hu, (0, 0, 0), sp, d),
+                         "baseline_mask": array_to_metatensor(mask, (0, 0, 0), sp, d),
+                         "followup_image": array_to_metatensor(hu, (0, 0, 0), sp, d),
+                         "followup_mask": array_to_metatensor(mask, (0, 0, 0), sp, d)}, cfg)
+    moved = prepare_pair({"baseline_image": array_to_metatensor(hu, (0, 0, 0), sp, d),
+                          "baseline_mask": array_to_metatensor(mask, (0, 0, 0), sp, d),
+                          "followup_image": array_to_metatensor(hu, (0, 0, 0), sp, d),
+                          "followup_mask": array_to_metatensor(mask, (3.0, 0, 0), sp, d)}, cfg)  # LPS x + 3 mm
+
+    def centroid(t) -> np.ndarray:
+        m = t[0].numpy()
+        return np.array([(g * m).sum() / m.sum() for g in np.indices(m.shape)])
+
+    assert np.allclose(centroid(same["followup_mask"]), centroid(same["baseline_mask"]), atol=1e-4)
+    shift = centroid(moved["followup_mask"]) - centroid(moved["baseline_mask"])
+    assert np.allclose(np.abs(shift), [3.0, 0.0, 0.0], atol=0.05), shift  # MONAI index i = LPS x (sign: RAS flip)
+    assert abs(float(moved["followup_mask"].sum()) - 216.0) < 1.0

@@ -36,7 +36,7 @@ def forecaster() -> GrowthForecaster:
 def test_shipped_weights_small() -> None:
     path = default_weights_path()
     assert path.is_file()
-    assert path.stat().st_size < 5 * 1024 * 1024
+    assert path.stat().st_size < 2 * 1024 * 1024  # committed in git: keep it small
 
 
 def test_forecast_batch(forecaster: GrowthForecaster) -> None:

@@ -84,3 +84,37 @@ def test_resume_with_other_options_refused(manifest: Path, tmp_path: Path) -> No
     train(manifest, tmp_path / "r", opts, progress=False, stop_after=1)
     with pytest.raises(ValueError, match=r"options differ.*seed"):
         train(manifest, tmp_path / "r", TrainOptions(steps=2, batch_size=2, seed=6, threads=1, config=TINY), progress=False, resume=True)
+
+
+def test_texture_residual_confined_to_nodule() -> None:
+    """The texture residual acts only on the nodule (then and now, plus the margin): far from it the
+    predicted image is the warped baseline, even when the texture head is strongly non-zero."""
+    torch.manual_seed(0)
+    model = MTNoGNet(TINY).eval()
+    with torch.no_grad():
+        model.tex_head.bias.fill_(0.5)  # a large, uniform density change if it were not confined
+    img = torch.rand(2, 1, 24, 24, 24)
+    mask = torch.zeros(2, 1, 24, 24, 24)
+    mask[:, :, 9:14, 9:14, 9:14] = 1.0
+    with torch.no_grad():
+        out = model(img, mask, torch.tensor([200.0, 400.0]))
+    assert out.residual is not None and out.image is not None
+    assert float(out.residual[:, :, 10:13, 10:13, 10:13].min()) > 0.3  # inside the nodule it acts
+    far = torch.ones_like(mask, dtype=torch.bool)
+    far[:, :, 5:18, 5:18, 5:18] = False  # beyond the nodule + margin + soft edge
+    assert float(out.residual[far].abs().max()) == 0.0
+    warped = model.warp(img, out.ddf)
+    assert torch.allclose(out.image[far], warped.clamp(0, 1)[far])
+
+
+def test_mask_only_forward_matches_full() -> None:
+    """The forecaster's ``with_image=False`` path gives the same mask and field as the full pass."""
+    torch.manual_seed(1)
+    model = MTNoGNet(TINY).eval()
+    img = torch.rand(2, 1, 24, 24, 24)
+    mask = (torch.rand(2, 1, 24, 24, 24) > 0.8).float()
+    with torch.no_grad():
+        full = model(img, mask, torch.tensor([100.0, 700.0]))
+        lite = model(img, mask, torch.tensor([100.0, 700.0]), with_image=False)
+    assert lite.image is None and lite.residual is None
+    assert torch.allclose(full.mask, lite.mask, atol=1e-6) and torch.allclose(full.ddf, lite.ddf, atol=1e-6)

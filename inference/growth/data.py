@@ -29,7 +29,6 @@ import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (
-    BorderPadd,
     Compose,
     RandFlipd,
     RandRotate90d,
@@ -37,7 +36,6 @@ from monai.transforms import (
     ResampleToMatchd,
     ScaleIntensityRanged,
     Spacingd,
-    SpatialCropd,
 )
 
 REQUIRED_KEYS = ("id", "baseline_image", "baseline_mask", "followup_image", "followup_mask", "interval_days")
@@ -68,6 +66,7 @@ class GrowthConfig:
     hu_max: float = 400.0
     base_channels: int = 12
     cond_dim: int = 32
+    residual_margin: int = 2  # voxels around the nodule (then and now) where the texture residual may act
 
     def __post_init__(self) -> None:
         if self.spacing_mm <= 0:
@@ -76,6 +75,8 @@ class GrowthConfig:
             raise ValueError(f"patch must be a multiple of 8 and at least 16, got {self.patch}")
         if self.hu_max <= self.hu_min:
             raise ValueError(f"hu window must be increasing, got [{self.hu_min}, {self.hu_max}]")
+        if self.residual_margin < 0:
+            raise ValueError(f"residual_margin must be >= 0, got {self.residual_margin}")
         if self.base_channels < 4:
             raise ValueError(f"base_channels must be >= 4, got {self.base_channels}")
 
@@ -249,6 +250,42 @@ def mask_centroid(mask: torch.Tensor) -> np.ndarray:
     return np.array([(g * m).sum() / total for g in grids])
 
 
+def _stack_time_points(images: dict[str, MetaTensor]) -> dict[str, MetaTensor]:
+    """Join each time point's image and mask into one 2-channel MetaTensor when they share a grid.
+
+    One resampling grid then serves both (half the interpolation work, identical values per
+    channel). Keys become ``baseline``, ``followup``, ``history``; an image/mask whose geometry
+    differs (a mask written with its own header) stays as two keys and is resampled on its own.
+    """
+    out: dict[str, MetaTensor] = {}
+    for key, value in images.items():
+        if key.endswith("_mask") and key[: -len("_mask")] + "_image" in images:
+            continue
+        name = key[: -len("_image")] if key.endswith("_image") else None
+        mask = images.get(f"{name}_mask") if name else None
+        if mask is not None and mask.shape == value.shape and torch.allclose(mask.affine, value.affine, atol=1e-4):
+            out[name] = MetaTensor(torch.cat([value.as_tensor(), mask.as_tensor()]), affine=value.affine.clone())
+        else:
+            out[key] = value
+            if mask is not None:
+                out[f"{name}_mask"] = mask
+    return out
+
+
+def _crop_padded(t: MetaTensor, start: Sequence[int], size: int) -> MetaTensor:
+    """The ``size``³ box at index ``start`` (may reach outside), filled with 0 (air after the window)
+    where the data end; the affine is moved to the box's first voxel."""
+    shape = t.shape[1:]
+    out = torch.zeros((t.shape[0], size, size, size), dtype=t.dtype)
+    src = [slice(max(s, 0), min(s + size, n)) for s, n in zip(start, shape)]
+    dst = [slice(sl.start - s, sl.stop - s) for sl, s in zip(src, start)]
+    if all(sl.stop > sl.start for sl in src):
+        out[(slice(None), *dst)] = t.as_tensor()[(slice(None), *src)]
+    affine = t.affine.clone()
+    affine[:3, 3] = affine[:3, 3] + affine[:3, :3] @ torch.as_tensor(start, dtype=affine.dtype)
+    return MetaTensor(out, affine=affine)
+
+
 def prepare_pair(images: dict[str, MetaTensor], cfg: GrowthConfig) -> dict[str, Any]:
     """Resample, window and crop one pair's MetaTensors onto the model grid.
 
@@ -258,25 +295,30 @@ def prepare_pair(images: dict[str, MetaTensor], cfg: GrowthConfig) -> dict[str, 
     affine of the patch grid (used to map predictions back).
     """
     keys = list(images)
-    base_keys = ["baseline_image", "baseline_mask"]
-    other = [k for k in keys if k not in base_keys]
+    stacked = _stack_time_points(images)
+    base_keys = [k for k in ("baseline", "baseline_image", "baseline_mask") if k in stacked]
+    dst_key = "baseline" if "baseline" in stacked else "baseline_image"
+    other = [k for k in stacked if k not in base_keys]
     steps: list[Any] = [Spacingd(base_keys, pixdim=cfg.spacing_mm, mode="bilinear", dtype=np.float32)]
     if other:
-        steps.append(ResampleToMatchd(other, key_dst="baseline_image", mode="bilinear", padding_mode="border", dtype=np.float32))
-    data = Compose(steps)(dict(images))
+        steps.append(ResampleToMatchd(other, key_dst=dst_key, mode="bilinear", padding_mode="border", dtype=np.float32))
+    resampled = Compose(steps)(dict(stacked))
+    data: dict[str, MetaTensor] = {}
+    for k, v in resampled.items():
+        if k in ("baseline", "followup", "history"):
+            data[f"{k}_image"], data[f"{k}_mask"] = v[:1], v[1:]
+        else:
+            data[k] = v
     img_keys = [k for k in keys if k.endswith("_image")]
     data = ScaleIntensityRanged(img_keys, a_min=cfg.hu_min, a_max=cfg.hu_max, b_min=0.0, b_max=1.0, clip=True)(data)
     for k in keys:
         if k.endswith("_mask"):
             data[k] = data[k].clamp(0.0, 1.0)
+    # a patch centred on the baseline nodule's centroid, air-padded where the data end
     centre = mask_centroid(data["baseline_mask"])
     half = cfg.patch // 2
-    # pad with 0 (= air after the window) so the crop never leaves the data
-    data = BorderPadd(keys, spatial_border=half, mode="constant", value=0.0)(data)
-    # in padded indices the centroid is c + half, so a patch centred there starts at c
-    start = [int(round(c)) for c in centre]
-    data = SpatialCropd(keys, roi_start=start, roi_end=[s + cfg.patch for s in start])(data)
-    out = {k: data[k].float() for k in keys}
+    start = [int(round(c)) - half for c in centre]
+    out: dict[str, Any] = {k: _crop_padded(data[k], start, cfg.patch).float() for k in keys}
     out["affine"] = out["baseline_image"].affine.clone()
     return out
 

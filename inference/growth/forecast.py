@@ -169,7 +169,7 @@ class GrowthForecaster:
                 inputs["baseline_image"].to(self.device), inputs["baseline_mask"].to(self.device),
                 interval.repeat(k).to(self.device), inputs["history_image"].to(self.device),
                 inputs["history_mask"].to(self.device), has_hist.repeat(k).to(self.device),
-                days_before.repeat(k).to(self.device),
+                days_before.repeat(k).to(self.device), with_image=False,  # the forecast needs only the mask
             )
         masks = out.mask.cpu().reshape(k, n, *out.mask.shape[1:])
         masks = torch.stack([masks[j].flip(f) if f else masks[j] for j, f in enumerate(self.flips)])  # undo flips

@@ -25,10 +25,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from monai.losses import BendingEnergyLoss, DiceLoss
 
-from .network import GrowthOutput
+from .network import GrowthOutput, dilate  # dilate re-exported for evaluate.py
 
 
 @dataclass(frozen=True)
@@ -43,16 +42,6 @@ class LossWeights:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-def dilate(mask: torch.Tensor, margin: int) -> torch.Tensor:
-    """Grey dilation by a (2·margin+1)³ cube, as three 1-D max-pools (~50× cheaper than one 3-D pool)."""
-    if margin <= 0:
-        return mask
-    k = 2 * margin + 1
-    out = F.max_pool3d(mask, kernel_size=(k, 1, 1), stride=1, padding=(margin, 0, 0))
-    out = F.max_pool3d(out, kernel_size=(1, k, 1), stride=1, padding=(0, margin, 0))
-    return F.max_pool3d(out, kernel_size=(1, 1, k), stride=1, padding=(0, 0, margin))
 
 
 def roi_weight_map(baseline_mask: torch.Tensor, followup_mask: torch.Tensor, weight: float, margin: int) -> torch.Tensor:

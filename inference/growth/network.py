@@ -17,7 +17,11 @@ forecast interval in days and (when there is history) how many days before basel
   nodule centroid, so the network learns corrections to the textbook model instead of rediscovering
   it (beyond the paper; with no history the prior field is zero and the model still works).
 * **Texture decoder** with adaptive instance normalisation conditioned on the interval → a residual
-  added to the warped image (density change: a ground-glass nodule developing a solid part).
+  added to the warped image (density change: a ground-glass nodule developing a solid part). The
+  residual is confined to the nodule: the union of the baseline and the warped mask, dilated by
+  ``GrowthConfig.residual_margin`` voxels with a soft edge (:func:`texture_region`). Density changes
+  where the nodule is or was; a residual free to act on the whole growth window added smooth errors
+  to unchanged lung and cost PSNR/SSIM against simply copying the baseline.
 * **Cross-task attention**: token attention between the two decoders at the bottleneck and gated
   feature exchange at every up-sampling level, so expansion and density change stay consistent.
 * **Deep supervision**: a quarter-resolution deformation head whose field (up-sampled) warps the
@@ -61,34 +65,65 @@ def exponential_log_ratio(
     return (rate * interval * usable).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
 
 
-def _centre_and_grid(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Voxel grid ``(1, 3, D, H, W)`` and the mask centroid ``(B, 3)`` (array centre when empty)."""
-    _, _, *size = mask.shape
-    grids = torch.meshgrid(*[torch.arange(n, dtype=mask.dtype, device=mask.device) for n in size], indexing="ij")
-    grid = torch.stack(grids)[None]
+def _centre_radius(mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Mask centroid ``(B, 3)`` (array centre when empty), per-axis offsets from it (``(B, n_axis)``
+    each) and the distance map ``(B, 1, D, H, W)``, all in voxels.
+
+    Computed separably (marginal sums, broadcast squares): no full-size coordinate grids, which made
+    the window and the exponential prior a quarter of a forward pass.
+    """
+    b, _, *size = mask.shape
     total = mask.sum(dim=(1, 2, 3, 4))
-    centre = (mask * grid).sum(dim=(2, 3, 4)) / total.clamp(min=1e-6)[:, None]
+    axes = [torch.arange(n, dtype=mask.dtype, device=mask.device) for n in size]
+    dims = (2, 3, 4)
+    centre = torch.stack(
+        [(mask.sum(dim=tuple(d for d in dims if d != dims[i])).reshape(b, -1) * axes[i]).sum(dim=1) for i in range(3)], dim=1
+    ) / total.clamp(min=1e-6)[:, None]
     middle = torch.tensor([(n - 1) / 2 for n in size], dtype=mask.dtype, device=mask.device)
     centre = torch.where((total <= 0)[:, None], middle, centre)
-    return grid, centre
+    offs = [axes[i][None] - centre[:, i : i + 1] for i in range(3)]
+    r2 = offs[0][:, None, :, None, None] ** 2 + offs[1][:, None, None, :, None] ** 2 + offs[2][:, None, None, None, :] ** 2
+    return centre, offs, torch.sqrt(r2)
 
 
-def nodule_window(mask: torch.Tensor, room: float | torch.Tensor = 2.0, margin: float = 3.0, taper: float = 8.0) -> torch.Tensor:
+def nodule_window(mask: torch.Tensor, room: float | torch.Tensor = 2.0, margin: float = 3.0, taper: float = 8.0,
+                  radius: torch.Tensor | None = None) -> torch.Tensor:
     """Smooth window ``(B, 1, D, H, W)``: 1 around the nodule, falling to 0 in the lung beyond it.
 
     Inside ``room`` × the nodule's largest centroid distance + ``margin`` voxels (space to double in
     diameter, spicules included) the window is 1; over the next ``taper`` voxels it falls to 0 with a
     raised cosine. Growth is local: multiplying displacements and density change by this window keeps
     the rest of the patch (vessels, chest wall, texture) exactly where the baseline had it, which a
-    patch-wide field would shift.
+    patch-wide field would shift. ``radius``: the mask's distance map if already computed.
     """
-    grid, centre = _centre_and_grid(mask)
-    r = torch.sqrt(((grid - centre[:, :, None, None, None]) ** 2).sum(dim=1, keepdim=True))  # (B, 1, ...)
+    r = radius if radius is not None else _centre_radius(mask)[2]
     r_max = torch.amax(r * (mask > 0.5), dim=(1, 2, 3, 4))  # (B,)
     room_t = torch.as_tensor(room, dtype=mask.dtype, device=mask.device).reshape(-1)
     r_in = (room_t * r_max + margin)[:, None, None, None, None]
     t = ((r - r_in) / taper).clamp(0.0, 1.0)
     return 0.5 * (1.0 + torch.cos(torch.pi * t))
+
+
+def dilate(mask: torch.Tensor, margin: int) -> torch.Tensor:
+    """Grey dilation by a (2·margin+1)³ cube, as three 1-D max-pools (~50× cheaper than one 3-D pool)."""
+    if margin <= 0:
+        return mask
+    k = 2 * margin + 1
+    out = F.max_pool3d(mask, kernel_size=(k, 1, 1), stride=1, padding=(margin, 0, 0))
+    out = F.max_pool3d(out, kernel_size=(1, k, 1), stride=1, padding=(0, margin, 0))
+    return F.max_pool3d(out, kernel_size=(1, 1, k), stride=1, padding=(0, 0, margin))
+
+
+def texture_region(baseline_mask: torch.Tensor, warped_mask: torch.Tensor, margin: int) -> torch.Tensor:
+    """Where density may change ``(B, 1, D, H, W)`` in [0, 1]: the nodule then and now, plus a margin.
+
+    Union of the baseline and warped masks, dilated by ``margin`` voxels, edge softened by a 3³ mean
+    (no step in the predicted image). Computed without gradient: it only says *where* the texture
+    branch may act; the warp is trained by its own terms.
+    """
+    with torch.no_grad():
+        region = dilate(torch.maximum(baseline_mask, warped_mask), margin)
+        return F.avg_pool3d(region, 3, stride=1, padding=1, count_include_pad=False)
 
 
 def isotropic_scale_ddf(mask: torch.Tensor, log_ratio: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
@@ -99,13 +134,17 @@ def isotropic_scale_ddf(mask: torch.Tensor, log_ratio: torch.Tensor, window: tor
     (+2 voxels), and the field fades to zero over the next 6 voxels (:func:`nodule_window`), so the
     surroundings stay where they were instead of being scaled with the nodule.
     """
-    grid, centre = _centre_and_grid(mask)
+    _, offs, r = _centre_radius(mask)
     scale = torch.exp(log_ratio / 3.0)
-    inv_s = (1.0 / scale)[:, None, None, None, None]
-    c = centre[:, :, None, None, None]
-    ddf = (c + (grid - c) * inv_s) - grid
+    k = (1.0 / scale - 1.0)[:, None]  # c + (x - c) / s - x = (x - c) (1/s - 1)
+    b, _, *size = mask.shape
+    ddf = torch.stack([
+        (offs[0] * k)[:, :, None, None].expand(b, *size),
+        (offs[1] * k)[:, None, :, None].expand(b, *size),
+        (offs[2] * k)[:, None, None, :].expand(b, *size),
+    ], dim=1)
     if window is None:
-        window = nodule_window(mask, room=scale.clamp(min=1.0), margin=2.0, taper=6.0)
+        window = nodule_window(mask, room=scale.clamp(min=1.0), margin=2.0, taper=6.0, radius=r)
     return ddf * window
 
 
@@ -203,10 +242,10 @@ def _upsample_field(field: torch.Tensor, size: tuple[int, ...], displacement: bo
 class GrowthOutput:
     """Everything a forward pass produces (all at the input resolution)."""
 
-    image: torch.Tensor  # predicted follow-up image, window [0, 1]
+    image: torch.Tensor | None  # predicted follow-up image, window [0, 1] (None when only the mask was asked for)
     mask: torch.Tensor  # predicted follow-up mask, soft [0, 1]
     ddf: torch.Tensor  # total displacement field (voxels)
-    residual: torch.Tensor  # texture residual added after warping
+    residual: torch.Tensor | None  # texture residual added after warping (zero outside the nodule region)
     prior_log_ratio: torch.Tensor  # exponential-model log-volume ratio used (0 without history)
     flow: torch.Tensor | None = None  # the network's own displacement at its working resolution
     aux_mask: torch.Tensor | None = None
@@ -270,7 +309,10 @@ class MTNoGNet(nn.Module):
         has_history: torch.Tensor | None = None,
         days_before: torch.Tensor | None = None,
         deep_supervision: bool = False,
+        with_image: bool = True,
     ) -> GrowthOutput:
+        """Predict the follow-up. ``with_image=False`` skips the texture head and the image warp (the
+        pipeline's forecast needs only the mask); the mask is the same either way."""
         b = baseline_image.shape[0]
         dev, dt = baseline_image.device, baseline_image.dtype
         if has_history is None:
@@ -306,9 +348,15 @@ class MTNoGNet(nn.Module):
         prior_ddf = isotropic_scale_ddf(baseline_mask, prior_lr)
         flow = self.flow_head(d)
         ddf = prior_ddf + window * _upsample_field(flow, size, displacement=True)
-        residual = window * torch.tanh(_upsample_field(self.tex_head(t), size, displacement=False))
-        mask = self.warp(baseline_mask, ddf).clamp(0.0, 1.0)
-        image = (self.warp(baseline_image, ddf) + residual).clamp(0.0, 1.0)
+        if not with_image:
+            mask = self.warp(baseline_mask, ddf).clamp(0.0, 1.0)
+            return GrowthOutput(image=None, mask=mask, ddf=ddf, residual=None, prior_log_ratio=prior_lr, flow=flow)
+        # image and mask share one sampling grid: warp them as two channels of one tensor
+        warped = self.warp(torch.cat([baseline_image, baseline_mask], dim=1), ddf)
+        mask = warped[:, 1:].clamp(0.0, 1.0)
+        region = texture_region(baseline_mask, mask, self.cfg.residual_margin)
+        residual = region * torch.tanh(_upsample_field(self.tex_head(t), size, displacement=False))
+        image = (warped[:, :1] + residual).clamp(0.0, 1.0)
         out = GrowthOutput(image=image, mask=mask, ddf=ddf, residual=residual, prior_log_ratio=prior_lr, flow=flow)
         if deep_supervision:
             aux_ddf = prior_ddf + window * _upsample_field(aux_flow, size, displacement=True)
