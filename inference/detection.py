@@ -330,7 +330,12 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
         shell = min(fracs)
         # large vessels are few and the shape test rejects them; large perivascular nodules have
         # several vessels in their shell: allow more there
-        if shell > (max_shell_fraction if r < 4.0 else 2.0 * max_shell_fraction):
+        limit = max_shell_fraction if r < 4.0 else 2.0 * max_shell_fraction
+        # at the wall the in-lung part of the shell runs along the pleura, whose partial-volume rim
+        # is dense: a juxtapleural nodule's shell is busier than an intrapulmonary one's
+        if inside_lung < 0.9:
+            limit *= 2.0
+        if shell > limit:
             continue
         contrast = float(excess[tuple(p)])
         c = p * f + lo_full + (np.asarray(f) - 1) / 2.0
@@ -383,6 +388,33 @@ def is_nodule(feat: dict[str, float], *, min_diameter_mm: float = MIN_DIAMETER_M
             and feat["solidity"] >= MIN_SOLIDITY)
 
 
+# Vessel evidence (shape of the segmented mask and of the image at the blob's scale), see
+# :func:`is_vessel_like`. Chosen on development phantoms (seeds 0–99) to reject vessel pieces without
+# losing nodules; they are geometric ratios, not densities, so they do not depend on the scanner.
+TUBE_ELONGATION = 1.75  # principal SD ratio above which a mask is tube-like …
+TUBE_BLOBNESS = 0.60  # … unless the Hessian at the blob's scale says "sphere" (λmin/λmax ≥ this)
+MIN_BLOBNESS_IN_LUNG = 0.30  # inside the lung (not at the wall) a nodule is at least this spherical
+SMALL_LEAK_DIAMETER_MM = 6.0  # a small "nodule" …
+SMALL_LEAK_RATIO = 12.0  # … cut out of a dense region > 12× its volume is a vessel junction
+
+
+def is_vessel_like(feat: dict[str, float]) -> bool:
+    """Vessel pieces that pass the basic shape rules (:func:`is_nodule`).
+
+    * tube-like both ways: an elongated mask *and* a Hessian with one weak eigenvalue;
+    * not a blob at its own scale although surrounded by lung (at the wall the lung envelope cuts a
+      juxtapleural nodule in half, which lowers its Hessian sphericity, so this is not applied there);
+    * a small compact piece cut by the vessel opening out of a far larger dense tree (a junction or
+      a vessel seen end-on); a small nodule on a vessel keeps most of its grown region.
+    """
+    blob = feat.get("blobness", 1.0)
+    if feat["elongation"] > TUBE_ELONGATION and blob < TUBE_BLOBNESS:
+        return True
+    if blob < MIN_BLOBNESS_IN_LUNG and feat.get("lung_fraction", 1.0) >= 0.9:
+        return True
+    return feat["d_eq_mm"] < SMALL_LEAK_DIAMETER_MM and feat["leak"] > SMALL_LEAK_RATIO
+
+
 def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40) -> list[Candidate]:
     """Automatic detector: blob candidates verified by segmentation and shape rules."""
     g = vol.geometry
@@ -398,7 +430,9 @@ def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40) -
             continue
         feat = shape_features(seg, (sz, sy, sx))
         feat["blob_score"] = seed.score
-        if not is_nodule(feat):
+        feat["blobness"] = seed.blobness
+        feat["lung_fraction"] = seed.lung_fraction
+        if not is_nodule(feat) or is_vessel_like(feat):
             continue
         out.append(Candidate(seed, seg, feat))
     return dedupe_candidates(out)

@@ -180,6 +180,20 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     near = (d2 <= search_mm ** 2) & lung_c
     if not near.any():
         return None
+    # Near the (coarse) lung boundary – juxtapleural or juxtamediastinal – the envelope is recomputed
+    # at full resolution first: aerated lung closed with a ball a bit larger than the nodule, so the
+    # nodule (a bump on the wall) is inside and the wall is not. Otherwise the densest point near the
+    # seed may be the wall itself and the "nodule" grown from it a sheet of chest wall.
+    env_edge = lung_c & ~ndi.binary_erosion(lung_c, border_value=1)
+    envelope = lung_c
+    fine_envelope = False
+    closing_mm = float(np.clip(1.3 * r_hint + 2.0, 5.0, 22.0))
+    if (env_edge & (d2 <= (search_mm + r_hint) ** 2)).any():
+        envelope = ndi.binary_fill_holes(_closing(air, closing_mm, sampling))
+        fine_envelope = True
+        near &= envelope
+        if not near.any():
+            return None
     cand = np.where(near, np.minimum(s2, tissue + 200.0), -np.inf)
     peak = np.unravel_index(int(np.argmax(cand)), hu.shape)
     contrast = float(s2[peak]) - P
@@ -189,16 +203,11 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
 
     t_low = P + max(3.0 * sigma, 50.0, 0.15 * min(contrast, tissue - P))
     dense = s1 > t_low
-    envelope = lung_c
     region = _component_at(dense & envelope, peak, sampling, max_dist_mm=1.5)
     if not region.any():
         return None
-    # touching the (coarse) lung boundary: juxtapleural or juxtamediastinal. Recompute the envelope
-    # at full resolution: aerated lung closed with a ball a bit larger than the nodule, so the nodule
-    # (a bump on the wall) is inside and the wall is not.
-    env_edge = lung_c & ~ndi.binary_erosion(lung_c, border_value=1)
-    if (region & env_edge).any():
-        closing_mm = float(np.clip(1.3 * r_hint + 2.0, 5.0, 22.0))
+    # a region that reaches the coarse boundary from a seed farther inside: same fine envelope
+    if not fine_envelope and (region & env_edge).any():
         envelope = ndi.binary_fill_holes(_closing(air, closing_mm, sampling))
         region = _component_at(dense & envelope, peak, sampling, max_dist_mm=1.5)
         if not region.any():
@@ -209,7 +218,11 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     # measured at the peak (not the neighbourhood max: a thick vessel next to the nodule would set
     # an opening too wide to cut it off), and no wider than the expected nodule radius allows
     r_in = float(min(inside[peak] + 0.5 * min(sampling), 1.5 * r_hint + 1.0))
-    rho = float(np.clip(0.55 * r_in, 0.5 * min(sampling[1:]) + 0.01, 6.0))
+    # the opening cuts vessels thinner than ~2ρ. Small nodules meet only thin vessels, and a wider
+    # ball would turn a vessel junction into a compact blob; nodules of ≥ ~10 mm may sit on vessels
+    # 6–8 mm thick (hilar, perivascular), so the ball grows towards 3/4 of the inscribed radius
+    k_open = 0.55 + 0.2 * float(np.clip((r_in - 3.0) / 2.0, 0.0, 1.0))
+    rho = float(np.clip(k_open * r_in, 0.5 * min(sampling[1:]) + 0.01, 6.0))
     inner = inside > rho
     if inner.any():
         opened_all = dilate(inner, rho, sampling)
