@@ -31,7 +31,7 @@ from .lung import LungMask
 from .morphology import edt as distance_map
 from .registration import block_mean, factors_for
 from .segmentation import NoduleSegmentation, segment_nodule
-from .types import CTVolume
+from .types import CTVolume, VolumeGeometry
 
 log = logging.getLogger("noduletrack.inference.detection")
 
@@ -415,26 +415,80 @@ def is_vessel_like(feat: dict[str, float]) -> bool:
     return feat["d_eq_mm"] < SMALL_LEAK_DIAMETER_MM and feat["leak"] > SMALL_LEAK_RATIO
 
 
-def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40) -> list[Candidate]:
-    """Automatic detector: blob candidates verified by segmentation and shape rules."""
+VERIFY_VOXEL_MM = 1.2  # verification grid: finer voxels are block-averaged towards this size
+
+
+def _verification_grid(vol: CTVolume, lung: LungMask) -> tuple[CTVolume, LungMask, tuple[int, int, int]]:
+    """The volume block-averaged to voxels of about ``VERIFY_VOXEL_MM`` (or itself when coarser).
+
+    Verifying ~40 candidates by segmentation costs distance transforms on every crop; on a 0.6 mm
+    grid that is ~4× the work of a 1.2 mm grid while the shape questions asked (tube or ball,
+    compact or leaking) are answered at the coarser one for nodules ≥ 4 mm. Only the accepted
+    candidates are segmented again at full resolution for measurement.
+    """
     g = vol.geometry
     sx, sy, sz = g.spacing
+    f = (max(1, int(round(VERIFY_VOXEL_MM / sz))), max(1, int(round(VERIFY_VOXEL_MM / sy))),
+         max(1, int(round(VERIFY_VOXEL_MM / sx))))
+    if f == (1, 1, 1):
+        return vol, lung, f
+    hu = block_mean(vol.hu, f)
+    nz, ny, nx = hu.shape
+    d = np.asarray(g.direction, dtype=float).reshape(3, 3)
+    shift = d @ (np.array([(f[2] - 1) * sx, (f[1] - 1) * sy, (f[0] - 1) * sz]) / 2.0)
+    geom = VolumeGeometry(origin=tuple(float(v) for v in np.asarray(g.origin) + shift),
+                          spacing=(sx * f[2], sy * f[1], sz * f[0]), direction=g.direction, shape=(nz, ny, nx))
+    small = CTVolume(hu=hu, geometry=geom, study_instance_uid=vol.study_instance_uid,
+                     series_instance_uid=vol.series_instance_uid,
+                     frame_of_reference_uid=vol.frame_of_reference_uid, sop_instance_uids=[])
+    filled = lung.filled[: nz * f[0], : ny * f[1], : nx * f[2]]
+    filled = filled.reshape(nz, f[0], ny, f[1], nx, f[2]).any(axis=(1, 3, 5))
+    small_lung = LungMask(filled=filled, coarse_filled=lung.coarse_filled, coarse_air=lung.coarse_air,
+                          factors=lung.factors, stats=lung.stats)
+    return small, small_lung, f
+
+
+def _verify(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, seed: Seed) -> Candidate | None:
+    g = vol.geometry
+    sx, sy, sz = g.spacing
+    seg = segment_nodule(vol, lung, g.lps_to_index(np.asarray(center_mm, float)), radius_hint_mm=radius_mm)
+    if seg is None:
+        return None
+    feat = shape_features(seg, (sz, sy, sx))
+    feat["blob_score"] = seed.score
+    feat["blobness"] = seed.blobness
+    feat["lung_fraction"] = seed.lung_fraction
+    if not is_nodule(feat) or is_vessel_like(feat):
+        return None
+    return Candidate(seed, seg, feat)
+
+
+def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40) -> list[Candidate]:
+    """Automatic detector: blob candidates verified by segmentation and shape rules.
+
+    Verification runs on a ~1.2 mm grid (:func:`_verification_grid`); the survivors are segmented
+    and checked again on the full grid, and only those that pass both are returned.
+    """
     # Budget the (costly) verification on the most nodule-like candidates: large clean blobs first,
     # but a tube (vessel) ranks far below a small sphere of the same inscribed radius
     seeds = sorted(blob_candidates(vol, lung), key=lambda s: -s.score * (0.25 + s.blobness))[:max_candidates]
-    out: list[Candidate] = []
+    small, small_lung, f = _verification_grid(vol, lung)
+    coarse: list[Candidate] = []
     for seed in seeds:
-        idx = g.lps_to_index(np.asarray(seed.center_mm))
-        seg = segment_nodule(vol, lung, idx, radius_hint_mm=seed.radius_mm)
-        if seg is None:
-            continue
-        feat = shape_features(seg, (sz, sy, sx))
-        feat["blob_score"] = seed.score
-        feat["blobness"] = seed.blobness
-        feat["lung_fraction"] = seed.lung_fraction
-        if not is_nodule(feat) or is_vessel_like(feat):
-            continue
-        out.append(Candidate(seed, seg, feat))
+        c = _verify(small, small_lung, seed.center_mm, seed.radius_mm, seed)
+        if c is not None:
+            coarse.append(c)
+    coarse = dedupe_candidates(coarse)
+    if f == (1, 1, 1):
+        return coarse
+    out: list[Candidate] = []
+    for c in coarse:
+        sg = c.segmentation
+        peak_mm = small.geometry.index_to_lps(np.asarray(sg.peak_index, float))
+        r_eq = 0.5 * (6.0 * max(sg.volume_mm3, 1.0) / np.pi) ** (1 / 3)
+        full = _verify(vol, lung, peak_mm, max(r_eq, 2.0), c.seed)
+        if full is not None:
+            out.append(full)
     return dedupe_candidates(out)
 
 
