@@ -134,3 +134,39 @@ def test_tracking_uid_is_deterministic_and_valid() -> None:
     assert a == mint_tracking_uid("1.2.3", (10.4, -4.1, 7.6))
     assert a != mint_tracking_uid("1.2.4", (10.2, -4.0, 7.7))
     assert len(a) <= 64 and all(p.isdigit() for p in a.split("."))
+
+
+def test_matching_is_by_position_size_never_vetoes() -> None:
+    # a nodule that grew 35× (5 mm → 16 mm) with nothing else near it is the same nodule
+    prior = [_m((0, 0, 0), 65.0), _m((80, 0, 0), 300.0)]
+    current = [_m((2, 1, 0), 35 * 65.0), _m((81, 0, 1), 310.0)]
+    mapped = np.array([p.center_mm for p in prior], float)
+    matches = {(m.prior_index, m.current_index): m for m in match_nodules(prior, mapped, current)}
+    assert set(matches) == {(0, 0), (1, 1)}
+    assert matches[(0, 0)].confidence > 0.8  # unambiguous: size change does not lower confidence
+    # two candidates in the gate: the nearer wins and the confidence says it was contested
+    current2 = [_m((3, 0, 0), 70.0), _m((9, 0, 0), 66.0)]
+    m2 = match_nodules(prior[:1], mapped[:1], current2)
+    assert [(m.prior_index, m.current_index) for m in m2] == [(0, 0)]
+    assert m2[0].confidence < 0.6
+
+
+def test_fast_distance_transform_and_ball_morphology_match_scipy() -> None:
+    import scipy.ndimage as ndi
+
+    from inference.morphology import ball_close, ball_open, edt
+
+    rng = np.random.default_rng(3)
+    mask = ndi.gaussian_filter(rng.standard_normal((30, 40, 40)), 2.5) > 0.05
+    sampling = (1.25, 0.7, 0.7)
+    np.testing.assert_allclose(edt(mask, sampling), ndi.distance_transform_edt(mask, sampling=sampling), atol=1e-4)
+    full = np.ones((5, 6, 7), bool)
+    np.testing.assert_allclose(edt(full, (1.0, 1.0, 1.0)), ndi.distance_transform_edt(full), atol=1e-5)
+    opened, closed = ball_open(mask, 2.0, sampling), ball_close(mask, 2.0, sampling)
+    assert not (opened & ~mask).any() and not (mask & ~closed).any()  # anti-extensive / extensive
+    # a thin tube does not survive an opening wider than it; a ball does
+    zz, yy, xx = np.indices((30, 40, 40)) * np.asarray(sampling)[:, None, None, None]
+    ball = (zz - 18) ** 2 + (yy - 14) ** 2 + (xx - 14) ** 2 <= 6.0 ** 2
+    tube = ((yy - 14) ** 2 + (xx - 14) ** 2 <= 1.2 ** 2)
+    out = ball_open(ball | tube, 2.0, sampling)
+    assert out[14, 20, 20] and not out[2, 20, 20]
