@@ -17,8 +17,8 @@ def edt(mask: np.ndarray, sampling: tuple[float, float, float]) -> np.ndarray:
     """Distance (mm) of every ``True`` voxel to the nearest ``False`` voxel; 0 on ``False`` voxels.
 
     Same result as ``scipy.ndimage.distance_transform_edt(mask, sampling=sampling)`` (float32).
-    ``sampling`` is the (z, y, x) voxel size. A mask without any ``False`` voxel has no defined
-    distance: like SciPy, the distance then grows from the array border (computed on a padded copy).
+    ``sampling`` is the (z, y, x) voxel size. A mask without any ``False`` voxel gets the distance
+    to just outside the array (computed on a padded copy).
     """
     mask = np.asarray(mask, dtype=bool)
     if mask.all():
