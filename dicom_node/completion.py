@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
@@ -158,25 +159,61 @@ def force_complete(db: Database, config: Config, study_uid: str, actor: str = "c
         return queued
 
 
+def next_due(db: Database, config: Config) -> dt.datetime | None:
+    """When the earliest receiving study becomes quiet (``last_instance_at + quiet_seconds``), if any."""
+    with db.session() as s:
+        last = s.scalar(select(func.min(Study.last_instance_at)).where(Study.state == STUDY_RECEIVING))
+    if last is None:
+        return None
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=dt.timezone.utc)
+    return last + dt.timedelta(seconds=config.stability.quiet_seconds)
+
+
 class CompletionScheduler:
-    """APScheduler background job running :func:`sweep` every ``stability.sweep_seconds``."""
+    """APScheduler background job running :func:`sweep` every ``stability.sweep_seconds``.
+
+    After each sweep it also books a one-off sweep for the moment the earliest receiving study
+    becomes quiet, so a study is completed ``quiet_seconds`` after its last instance (as soon as a
+    sweep has seen that instance) rather than up to ``sweep_seconds`` later.
+    """
+
+    _DUE_SLACK = dt.timedelta(milliseconds=50)  # land just after the study is quiet, not just before
 
     def __init__(self, db: Database, config: Config) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.db, self.config = db, config
         self._first = True  # the first sweep after start-up looks at every instance
+        self._lock = threading.Lock()  # the regular and the booked sweep never run at once
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.scheduler.add_job(self._run, "interval", seconds=config.stability.sweep_seconds,
                                id="completion-sweep", max_instances=1, coalesce=True,
                                next_run_time=dt.datetime.now(dt.timezone.utc))
 
     def _run(self) -> None:
-        try:
-            sweep(self.db, self.config, full=self._first)
-            self._first = False
-        except Exception:  # keep sweeping: a transient database error must not stop completion
-            log.exception("completion sweep failed")
+        with self._lock:
+            try:
+                sweep(self.db, self.config, full=self._first)
+                self._first = False
+                self._book_due_sweep()
+            except Exception:  # keep sweeping: a transient database error must not stop completion
+                log.exception("completion sweep failed")
+
+    def _book_due_sweep(self) -> None:
+        due = next_due(self.db, self.config)
+        if due is None:
+            return
+        due += self._DUE_SLACK
+        now = dt.datetime.now(dt.timezone.utc)
+        regular = self.scheduler.get_job("completion-sweep")
+        next_regular = regular.next_run_time if regular is not None else None
+        # Only when it is earlier than the regular sweep and still ahead (a study that is already
+        # quiet was completed by the sweep that just ran; never spin on one that could not be).
+        if due <= now or (next_regular is not None and due >= next_regular):
+            return
+        self.scheduler.add_job(self._run, "date", run_date=due, id="completion-due", replace_existing=True,
+                               misfire_grace_time=None)
 
     def start(self) -> None:
         self.scheduler.start()

@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from dicom_node.completion import force_complete, sweep
+from dicom_node.completion import CompletionScheduler, force_complete, next_due, sweep
 from dicom_node.config import load_config
 from dicom_node.db import Database, upgrade
 from dicom_node.ingest import Indexer, check_instance
@@ -58,6 +58,33 @@ def test_forced_completion_right_after_a_transfer_is_not_reopened(db_url: str, t
             state, reanalyse = s.execute(select(Study.state, Study.reanalyse)).one()
         assert (state, reanalyse) == ("receiving", True)
     finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_completion_lands_when_the_study_becomes_quiet_not_at_the_next_regular_sweep(db_url: str, tmp_path: Path) -> None:
+    """quiet 1 s, regular sweeps every 60 s: the booked sweep completes the study ~1 s after its last instance."""
+    upgrade(db_url)
+    db = Database(db_url)
+    config = load_config(node_config(tmp_path, 11112, db_url, stability={"quiet_seconds": 1, "sweep_seconds": 60}))
+    scheduler = CompletionScheduler(db, config)
+    try:
+        series = ct_datasets(3, rows=8)
+        indexer = Indexer(db)
+        for ds in series:
+            indexer.index(_info(ds), "a", 1, "1.2.840.10008.1.2.1", "")
+        scheduler.start()  # its first sweep sees the instances and books the due one
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with db.session() as s:
+                state = s.execute(select(Study.state)).scalar_one()
+            if state != "receiving":
+                break
+            time.sleep(0.1)
+        assert state == "queued", "not completed until the next regular sweep (60 s)"
+        assert next_due(db, config) is None  # nothing left receiving: nothing booked
+    finally:
+        scheduler.stop()
         db.dispose()
 
 
