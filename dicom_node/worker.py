@@ -108,6 +108,10 @@ class Worker:
         self.stop = stop or threading.Event()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.jobs_done = 0
+        # Set while no warm-up is running; an analysis waits for a running warm-up instead of
+        # importing the same heavy modules concurrently from a second thread.
+        self._warmed = threading.Event()
+        self._warmed.set()
 
     def run_one(self) -> bool:
         """Claim and run one job; False when there was nothing to do."""
@@ -116,6 +120,8 @@ class Worker:
             return False
         ctx = JobContext(job, self.db, self.config, self.name)
         handler = HANDLERS.get(job.kind)
+        if job.kind == queue.ANALYZE_STUDY:
+            self._warmed.wait(timeout=600)
         log_event(log, "job started", job=job.id, kind=job.kind, attempt=job.attempts, worker=self.name)
         heartbeat_stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job.id, heartbeat_stop), daemon=True)
@@ -163,15 +169,18 @@ class Worker:
             log_event(log, "worker warmed up", worker=self.name, seconds=round(seconds, 2))
         except Exception:  # a warm-up problem surfaces (with its reason) in the first job instead
             log.exception("worker warm-up failed")
+        finally:
+            self._warmed.set()
 
     def run(self) -> None:
         """Loop until ``stop`` is set: jobs first, then due outbox items, else sleep.
 
         The analysis stack is imported and the growth model loaded in a background thread at start,
-        so the first study does not wait for it (jobs are claimed meanwhile: the pipeline waits for
-        the same load through a lock rather than loading twice).
+        so the first study does not pay for it; other jobs (exports, prior fetches) run meanwhile,
+        an analysis claimed before the warm-up ends waits for it.
         """
         log_event(log, "worker started", worker=self.name)
+        self._warmed.clear()
         threading.Thread(target=self._warm_up, name="worker-warm-up", daemon=True).start()
         while not self.stop.is_set():
             busy = False
