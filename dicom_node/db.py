@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, and_, create_engine, event, or_
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -105,6 +105,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def for_claim(self, query: Any) -> Any:
+        """``query`` locking the rows it returns for a claim: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL
+        (concurrent claimers take different rows); SQLite's ``BEGIN IMMEDIATE`` already serialises."""
+        return query.with_for_update(skip_locked=True) if self.is_postgresql else query
+
+
+def claimable(state: Any, waiting: str, due_at: Any, active: str, lease_until: Any, now: Any) -> Any:
+    """Rows ready to be claimed: waiting and due, or active with a lease that ran out (its holder died)."""
+    return or_(and_(state == waiting, due_at <= now), and_(state == active, lease_until < now))
 
 
 def alembic_config(url: str) -> Any:

@@ -20,11 +20,11 @@ from typing import Iterable, Sequence
 
 from pydicom import dcmread
 from pynetdicom import AE
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .config import Config
-from .db import Database
+from .db import Database, claimable
 from .logs import log_event
 from .models import (
     OUTBOX_FAILED,
@@ -110,20 +110,14 @@ def _claim(db: Database, limit: int, ids: Sequence[int] | None) -> list[tuple[in
     with db.write() as s:
         query = (
             select(OutboxItem)
-            .where(
-                or_(
-                    and_(OutboxItem.state == OUTBOX_PENDING, OutboxItem.next_attempt_at <= now),
-                    and_(OutboxItem.state == OUTBOX_SENDING, OutboxItem.lease_until < now),
-                )
-            )
+            .where(claimable(OutboxItem.state, OUTBOX_PENDING, OutboxItem.next_attempt_at, OUTBOX_SENDING,
+                             OutboxItem.lease_until, now))
             .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
             .limit(limit)
         )
         if ids:
             query = query.where(OutboxItem.id.in_(list(ids)))
-        if db.is_postgresql:
-            query = query.with_for_update(skip_locked=True)
-        rows = s.execute(query).scalars().all()
+        rows = s.execute(db.for_claim(query)).scalars().all()
         for row in rows:
             row.state = OUTBOX_SENDING
             row.attempts += 1

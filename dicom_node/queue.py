@@ -13,10 +13,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from .db import Database
+from .db import Database, claimable
 from .models import JOB_DONE, JOB_FAILED, JOB_QUEUED, JOB_RUNNING, JOB_STATES, Job, utcnow
 
 ANALYZE_STUDY = "analyze_study"
@@ -75,20 +75,13 @@ def claim(db: Database, worker: str, lease_seconds: float, kinds: list[str] | No
         with db.write() as s:
             query = (
                 select(Job)
-                .where(
-                    or_(
-                        and_(Job.state == JOB_QUEUED, Job.not_before <= now),
-                        and_(Job.state == JOB_RUNNING, Job.lease_until < now),
-                    )
-                )
+                .where(claimable(Job.state, JOB_QUEUED, Job.not_before, JOB_RUNNING, Job.lease_until, now))
                 .order_by(Job.not_before, Job.id)
                 .limit(1)
             )
             if kinds:
                 query = query.where(Job.kind.in_(kinds))
-            if db.is_postgresql:
-                query = query.with_for_update(skip_locked=True)
-            job = s.execute(query).scalars().first()
+            job = s.execute(db.for_claim(query)).scalars().first()
             if job is None:
                 return None
             if job.state == JOB_RUNNING and job.attempts >= job.max_attempts:
