@@ -356,10 +356,13 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
 
 def shape_features(seg: NoduleSegmentation, spacing_zyx: tuple[float, float, float]) -> dict[str, float]:
     """Equivalent diameter, elongation (principal SD ratio), compactness and leak of a segmentation."""
-    pts = np.argwhere(seg.mask).astype(float) * np.asarray(spacing_zyx)
+    sp = np.asarray(spacing_zyx, dtype=float)
+    pts = np.argwhere(seg.mask).astype(float) * sp
     d_eq = float((6.0 * seg.volume_mm3 / np.pi) ** (1 / 3)) if seg.volume_mm3 > 0 else 0.0
     if len(pts) >= 4:
-        ev = np.linalg.eigvalsh(np.cov(pts.T) + np.eye(3) * 1e-6)
+        # a voxel has extent: a uniform box of side s adds s²/12 variance along each axis (without
+        # it a nodule that is one thick slice deep would look infinitely flat)
+        ev = np.linalg.eigvalsh(np.cov(pts.T) + np.diag(sp ** 2 / 12.0))
         elong = float(np.sqrt(ev[-1] / max(ev[0], 1e-6)))
     else:
         elong = 99.0
@@ -395,7 +398,10 @@ TUBE_ELONGATION = 1.75  # principal SD ratio above which a mask is tube-like …
 TUBE_BLOBNESS = 0.60  # … unless the Hessian at the blob's scale says "sphere" (λmin/λmax ≥ this)
 MIN_BLOBNESS_IN_LUNG = 0.30  # inside the lung (not at the wall) a nodule is at least this spherical
 SMALL_LEAK_DIAMETER_MM = 6.0  # a small "nodule" …
-SMALL_LEAK_RATIO = 12.0  # … cut out of a dense region > 12× its volume is a vessel junction
+CONFLUENCE_DIAMETER_MM = 10.0  # a large "nodule" …
+CONFLUENCE_LEAK_RATIO = 5.0  # … cut out of a dense region > 5× its volume …
+CONFLUENCE_BLOBNESS = 0.55  # … that is not a sphere at its scale is a vessel confluence (hilum)
+SMALL_LEAK_RATIO = 15.0  # … cut out of a dense region > 15× its volume is a vessel junction
 
 
 def is_vessel_like(feat: dict[str, float]) -> bool:
@@ -405,12 +411,17 @@ def is_vessel_like(feat: dict[str, float]) -> bool:
     * not a blob at its own scale although surrounded by lung (at the wall the lung envelope cuts a
       juxtapleural nodule in half, which lowers its Hessian sphericity, so this is not applied there);
     * a small compact piece cut by the vessel opening out of a far larger dense tree (a junction or
-      a vessel seen end-on); a small nodule on a vessel keeps most of its grown region.
+      a vessel seen end-on); a small nodule on a vessel keeps most of its grown region;
+    * a large piece of a much larger dense region that is not spherical at its own scale: where
+      hilar vessels meet, the opening leaves a thick confluence that is neither tube nor ball.
     """
     blob = feat.get("blobness", 1.0)
     if feat["elongation"] > TUBE_ELONGATION and blob < TUBE_BLOBNESS:
         return True
     if blob < MIN_BLOBNESS_IN_LUNG and feat.get("lung_fraction", 1.0) >= 0.9:
+        return True
+    if (feat["d_eq_mm"] >= CONFLUENCE_DIAMETER_MM and feat["leak"] > CONFLUENCE_LEAK_RATIO
+            and blob < CONFLUENCE_BLOBNESS and feat.get("lung_fraction", 1.0) >= 0.9):
         return True
     return feat["d_eq_mm"] < SMALL_LEAK_DIAMETER_MM and feat["leak"] > SMALL_LEAK_RATIO
 

@@ -93,14 +93,16 @@ def _component_at(mask: np.ndarray, point: tuple[int, int, int], sampling, max_d
 
 
 def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min: float,
-                      sampling: tuple[float, float, float]) -> float | None:
+                      sampling: tuple[float, float, float], envelope: np.ndarray | None = None) -> float | None:
     """Density of a ground-glass layer around a solid part, or None when there is none.
 
     The edge of a solid nodule is blurred: between it and the parenchyma lies a ramp of intermediate
     densities about one blur width wide. A part-solid nodule instead has a *plateau* of subsolid
     density: voxels of the region that are farther than a blur width from both the solid part and the
     region's outer boundary. When such voxels make a real layer (≥ 5 % of the region and ≥ 8 voxels)
-    and their median is subsolid, that median is the ground-glass level.
+    and their median is subsolid, that median is the ground-glass level. Voxels within a blur width
+    of the lung envelope's edge are not counted: at the pleura the wall's partial-volume rim has
+    subsolid density too.
     """
     solid = region & (s1 > t_solid)
     if not solid.any() or solid.all():
@@ -109,6 +111,8 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     from_solid = edt(~solid, sampling)
     depth = edt(region, sampling)
     plateau = region & ~solid & (from_solid > blur) & (depth > blur)
+    if envelope is not None and not envelope.all():
+        plateau &= edt(envelope, sampling) > blur
     n = int(plateau.sum())
     if n < 8 or n < 0.05 * int(region.sum()):
         return None
@@ -256,7 +260,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         core = depth >= np.max(depth) * 0.6
     core_vals = s1[core]
     solid_core = core_vals > t_solid
-    gg_level = _ground_glass_rim(s1, mask_lo, t_solid, P + min_contrast, sampling)
+    gg_level = _ground_glass_rim(s1, mask_lo, t_solid, P + min_contrast, sampling, envelope)
     if gg_level is not None:
         # a solid core inside a ground-glass envelope (part-solid): the nodule's boundary is the
         # ground glass's, so its level sets the half-maximum threshold
