@@ -1,13 +1,17 @@
 """Accuracy of the imaging core on held-out phantom pairs (issue 03 "Must show").
 
-Seeds ≥ 1000 were never looked at during development (which used seeds 0–99). The pairs are
-generated in memory at a reduced matrix (``rows=256``: ~1.5–1.8 mm pixels) so the test runs in a few
-minutes on two cores; ``python -m bench measure`` runs the same scoring at 512².
+Seeds ≥ 1000 were never looked at during development (which used seeds 0–99): only their summary
+scores are printed here. The pairs are generated in memory at a reduced matrix (``rows=256``:
+~1.1–1.8 mm pixels, the phantom's own clinical slice thicknesses 0.625–2.5 mm) so the test runs in
+about two minutes on two shared cores. Why not 512²: the detector verifies candidates on a ~1.2 mm
+grid whatever the input (``detection._verification_grid``), so detection behaves alike at both
+matrices, while generating and analysing four 512² pairs costs ~4× the time; volume measurement at
+512² is finer, so this test is the harder case for small nodules. ``python -m bench measure --rows
+512`` scores the same way at the native matrix.
 
 The issue's targets are printed next to the measured values. The assertions are *regression
-floors* at what the current method reaches at this resolution — not the issue's targets, which
-are not all met yet (see the report and ``bench/measure.py`` output). A floor that is crossed means
-the measurement got worse.
+floors* just below what the method measured — not the issue's targets, most of which are not met
+(see the numbers below). A floor that is crossed means the measurement got worse.
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ from bench.measure import TARGETS, evaluate, print_accuracy
 
 SEEDS = [1000, 1001, 1002, 1003]
 
-# Regression floors below what the method measured at rows=256 on the held-out seeds above
-# (2026-11-22: sensitivity 33 %, 0.63 FP/scan, median volume error 9.3 %, matching 33 %,
-# consistency 78 %). Far from the issue's targets, which remain open work (issue 03).
+# Regression floors just below what the method measured at rows=256 on the held-out seeds above.
+# 2026-11-22 (after position-first matching, Hessian-ranked candidates, vessel rules, ground-glass
+# rim): sensitivity 77.8 % (7/9), 1.88 FP/scan (15/8), volume error median 8.2 % and p95 34.6 %
+# (n=12), matching 66.7 % (6/9), VDT within 15 % 3/5, consistency 75.0 % (9/12).
+# Before (session 1): sensitivity 33 %, 0.63 FP/scan, median volume error 9.3 %, matching 33 %,
+# VDT 3/5, consistency 78 %. Issue targets met: none on this held-out set (see bench/measure.py).
 FLOORS = {
-    "sensitivity": 0.25,
-    "fp_per_scan": 1.5,
-    "volume_err_median": 0.12,
-    "matching": 0.25,
-    "consistency": 0.60,
+    "sensitivity": 0.70,
+    "fp_per_scan": 2.25,
+    "volume_err_median": 0.10,
+    "volume_err_p95": 0.45,
+    "matching": 0.60,
+    "consistency": 0.70,
 }
 
 
@@ -40,6 +48,7 @@ def test_held_out_phantom_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
     assert m["sensitivity"] >= FLOORS["sensitivity"], m
     assert m["fp_per_scan"] <= FLOORS["fp_per_scan"], m
     assert m["volume_err_median"] <= FLOORS["volume_err_median"], m
+    assert m["volume_err_p95"] <= FLOORS["volume_err_p95"], m
     assert m["matching"] >= FLOORS["matching"], m
     assert m["consistency"] >= FLOORS["consistency"], m
     assert set(TARGETS) >= set(FLOORS) - {"fp_per_scan"}
