@@ -243,8 +243,15 @@ def hessian_blobness(img: np.ndarray, point: np.ndarray, radius_mm: float,
     return float(mags.min() / mags.max()), at
 
 
+def priority(seed: Seed) -> float:
+    """Order of verification: large clean blobs first, but a tube (vessel) ranks far below a small
+    sphere of the same inscribed radius."""
+    return seed.score * (0.25 + seed.blobness)
+
+
 def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
-                    min_radius_mm: float = 1.8, max_shell_fraction: float = 0.12) -> list[Seed]:
+                    min_radius_mm: float = 1.8, max_shell_fraction: float = 0.12,
+                    budget: int | None = None) -> list[Seed]:
     """Compact dense blobs inside the lungs (see module docstring).
 
     1. ``dense`` = voxels of the lung envelope denser than the faintest ground glass worth reporting:
@@ -254,6 +261,9 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
     3. Shell test: on a sphere of 1.6× the inscribed radius around the centre, a tube occupies two
        caps (≈ 2/(4·1.6²) ≈ 20 % of the shell, more at a bifurcation), a nodule only where vessels
        attach. Candidates whose shell is more than ``max_shell_fraction`` dense are vessels.
+    4. Hessian sphericity (:func:`hessian_blobness`) of each, strongest first. With ``budget`` the
+       result holds at least the ``budget`` highest-:func:`priority` candidates (and is cut where no
+       further one could rank among them); without, every candidate.
     """
     g = vol.geometry
     f = factors_for(g, target_mm)
@@ -299,6 +309,7 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
     order = np.argsort(-radii, kind="stable")
     pts, radii = pts[order], radii[order]
     seeds: list[Seed] = []
+    grid_points: list[tuple[np.ndarray, float]] = []
     shape = np.asarray(dense.shape)
     # greedy suppression: a maximum inside a larger (earlier) one's inscribed ball is the same blob
     pmm = pts * spacing
@@ -310,6 +321,9 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
         for j in tree.query_ball_point(pmm[i], float(r)):
             if j > i:
                 suppressed[j] = True
+        contrast = float(excess[tuple(p)])
+        if contrast < thr:
+            continue
         fracs = []
         inside_lung = 1.0
         for k in (1.6, 2.0, 2.5):
@@ -337,21 +351,29 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
             limit *= 2.0
         if shell > limit:
             continue
-        contrast = float(excess[tuple(p)])
         c = p * f + lo_full + (np.asarray(f) - 1) / 2.0
         cmm = g.index_to_lps(c)
         # strength: clean shell × size — noise blobs are small, vessel pieces have busy shells
-        if contrast < thr:
-            continue
+        seeds.append(Seed(tuple(float(v) for v in cmm), "detector", radius_mm=float(r) * 1.2,
+                          score=(1.0 - shell) * float(r), blobness=float("nan"), lung_fraction=inside_lung))
+        grid_points.append((p, float(r)))
+    # strongest first; the Hessian (the costly part) is evaluated in that order, and with a budget
+    # only until no later candidate can enter the budget's priority ranking (priority ≤ 1.25 × score)
+    order = sorted(range(len(seeds)), key=lambda i: -seeds[i].score)
+    out: list[Seed] = []
+    best: list[float] = []  # priorities of evaluated seeds, descending
+    for i in order:
+        s = seeds[i]
+        if budget is not None and len(best) >= budget and best[budget - 1] >= 1.25 * s.score:
+            break
+        p, r = grid_points[i]
         # the Hessian scale follows the blob's size; the inscribed radius of a dense region
         # underestimates a lobulated or spiculated nodule's, so a few scales are tried
-        blob, at = max((hessian_blobness(bounded, p, k * float(r), spacing) for k in (0.8, 1.0, 1.4)),
-                       key=lambda b: b[0])
-        seeds.append(Seed(tuple(float(v) for v in cmm), "detector", radius_mm=float(r) * 1.2,
-                          score=(1.0 - shell) * float(r), blobness=blob, lung_fraction=inside_lung))
-    # strongest first, so a cap on candidates drops noise and vessel-like ones
-    seeds.sort(key=lambda s: -s.score)
-    return seeds
+        s.blobness = max(hessian_blobness(bounded, p, k * r, spacing)[0] for k in (0.8, 1.0, 1.4))
+        out.append(s)
+        best.append(priority(s))
+        best.sort(reverse=True)
+    return out
 
 
 def shape_features(seg: NoduleSegmentation, spacing_zyx: tuple[float, float, float]) -> dict[str, float]:
@@ -480,9 +502,8 @@ def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40) -
     Verification runs on a ~1.2 mm grid (:func:`_verification_grid`); the survivors are segmented
     and checked again on the full grid, and only those that pass both are returned.
     """
-    # Budget the (costly) verification on the most nodule-like candidates: large clean blobs first,
-    # but a tube (vessel) ranks far below a small sphere of the same inscribed radius
-    seeds = sorted(blob_candidates(vol, lung), key=lambda s: -s.score * (0.25 + s.blobness))[:max_candidates]
+    # budget the (costly) verification on the most nodule-like candidates
+    seeds = sorted(blob_candidates(vol, lung, budget=max_candidates), key=lambda s: -priority(s))[:max_candidates]
     small, small_lung, f = _verification_grid(vol, lung)
     coarse: list[Candidate] = []
     for seed in seeds:

@@ -13,6 +13,18 @@ import numpy as np
 import SimpleITK as sitk
 
 
+def _maurer() -> sitk.SignedMaurerDistanceMapImageFilter:
+    f = sitk.SignedMaurerDistanceMapImageFilter()
+    f.SetInsideIsPositive(False)
+    f.SetSquaredDistance(False)
+    f.SetUseImageSpacing(True)
+    f.SetBackgroundValue(0)
+    # one thread: crops are small (thread start-up and hand-over cost more than they save), and on
+    # a shared machine the other cores are busy anyway
+    f.SetNumberOfThreads(1)
+    return f
+
+
 def edt(mask: np.ndarray, sampling: tuple[float, float, float]) -> np.ndarray:
     """Distance (mm) of every ``True`` voxel to the nearest ``False`` voxel; 0 on ``False`` voxels.
 
@@ -29,9 +41,7 @@ def edt(mask: np.ndarray, sampling: tuple[float, float, float]) -> np.ndarray:
     # Maurer's "outside" distance of the complement = distance from mask voxels to the background
     img = sitk.GetImageFromArray((~mask).view(np.uint8))
     img.SetSpacing(tuple(float(s) for s in sampling[::-1]))
-    d = sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
-                                     useImageSpacing=True, backgroundValue=0)
-    out = sitk.GetArrayFromImage(d)
+    out = sitk.GetArrayFromImage(_maurer().Execute(img))
     np.maximum(out, 0.0, out=out)
     return out
 
