@@ -3,8 +3,11 @@
 Prints a table of median milliseconds per nodule (batched) for
 
 * the full pipeline forecast (crop around each nodule, MONAI resampling to the model grid, the
-  network with 2 test-time flips (as is + mirrored), mapping the predicted mask back to the study grid);
-* the network alone, one pass and with the 2 flips (prepared patches, batched);
+  network with 2 test-time flips (as is + mirrored, all nodules and flips in one forward pass, mask
+  only: the forecast does not need the predicted image), mapping the predicted mask back to the
+  study grid);
+* the network alone, one pass and with the 2 flips (prepared patches, batched; image and mask), and
+  the mask-only pass the forecast uses;
 * the copy baseline (no computation beyond reading the current mask) and the exponential baseline
   (volume-rate fit + isotropic warp of the baseline patch);
 
@@ -108,15 +111,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch = {"baseline_image": bimg, "baseline_mask": bmask, "history_image": bimg, "history_mask": hmask,
              "has_history": torch.ones(n), "days_before": torch.full((n,), 200.0), "interval_days": torch.full((n,), 365.0)}
 
-    def net(k: int) -> Callable[[], object]:
+    def net(k: int, with_image: bool = True) -> Callable[[], object]:
         def run() -> object:
             with torch.no_grad():
                 rep = {key: (v.repeat(k, *([1] * (v.dim() - 1)))) for key, v in batch.items()}
-                return fc.model.forward_batch(rep)
+                return fc.model(rep["baseline_image"], rep["baseline_mask"], rep["interval_days"], rep["history_image"],
+                                rep["history_mask"], rep["has_history"], rep["days_before"], with_image=with_image)
         return run
 
     rows.append(("network only, 1 pass", _median_ms(net(1), args.repeats, n)))
     rows.append(("network only, 2 flips", _median_ms(net(2), args.repeats, n)))
+    rows.append(("network only, 2 flips, mask only", _median_ms(net(2, with_image=False), args.repeats, n)))
     rows.append(("copy baseline", _median_ms(lambda: [bm.clone() for bm in bmask], args.repeats, n)))
     rows.append(("exponential baseline (fit + warp)", _median_ms(lambda: exponential_baseline(batch), args.repeats, n)))
 

@@ -12,9 +12,13 @@ Why these terms and weights (chosen here; the paper leaves them open):
 * **Smoothness** — :class:`monai.losses.BendingEnergyLoss` on the network's displacement field (at
   its own working resolution: the up-sampled field and the analytic exponential prior add nothing
   to penalise, and it is 8× cheaper), so that
-  expansion is a plausible deformation rather than tearing, plus a small L1 penalty on the
-  texture residual so that growth is explained by the warp and density change by the texture
-  branch (the multi-task split the paper argues for).
+  expansion is a plausible deformation rather than tearing, plus an L1 penalty on the texture
+  residual so that growth is explained by the warp and density change by the texture branch (the
+  multi-task split the paper argues for). Its weight (2.0) makes the branch pay for a change: the
+  image term's gradient per voxel in the nodule region is ~20·2·10/1.45 ≈ 276 per unit of error,
+  so a density change must be worth ~0.007 (≈10 HU) of *expected* error before it is made. At 0.02
+  the penalty was negligible and the branch made small unreliable changes that cost PSNR on
+  validation (MODEL_CARD.md).
 * **Deep supervision** — the quarter-resolution deformation head's field (up-sampled) warps the
   baseline mask, scored with Dice and smoothness at weight ``aux_weight`` (the image term is left out
   there: one more full-resolution warp per step for little gain on a CPU budget).
@@ -35,7 +39,7 @@ class LossWeights:
     image: float = 20.0  # MSE in [0,1]² units is ~1e-3 in the nodule region: scale it to Dice's range
     dice: float = 1.0
     smooth: float = 0.1
-    residual_l1: float = 0.02
+    residual_l1: float = 2.0  # a density change must be worth ~10 HU of expected error (module docstring)
     roi_weight: float = 9.0  # nodule region counts 10× the rest of the patch
     roi_margin: int = 3
     aux_weight: float = 0.4
