@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+import dicom_node
 from dicom_node import queue
 from dicom_node.completion import force_complete, sweep
 from dicom_node.config import load_config
@@ -116,6 +117,8 @@ def test_analysis_without_pipeline_fails_clearly(db: Database, tmp_path: Path, m
     uid = _study(db)
     force_complete(db, config, uid)
     monkeypatch.setitem(sys.modules, "dicom_node.pipeline", None)  # "not installed"
+    # ...and not reachable as the package attribute an earlier in-process import would leave behind
+    monkeypatch.delattr(dicom_node, "pipeline", raising=False)
     worker = Worker(config, db=db, name="t")
     assert worker.run_one()
     with db.session() as s:
