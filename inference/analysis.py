@@ -86,6 +86,25 @@ def _segment_at(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, sear
     return measure(vol, seg)
 
 
+def _propagate(vol: CTVolume, lung: LungMask, point_mm, other: NoduleMeasurement) -> NoduleMeasurement | None:
+    """Segment a nodule known at the other time point near its mapped position ``point_mm``.
+
+    Its size here is unknown (it may have grown, shrunk or be smaller than the detector's size), so
+    the nodule is sought with the other time point's radius and with half of it; of the nodular
+    results the one whose centre is nearest the mapped position is kept.
+    """
+    r = _radius(other)
+    best: tuple[float, NoduleMeasurement] | None = None
+    for hint in sorted({r, max(2.0, 0.5 * r)}, reverse=True):
+        m = _segment_at(vol, lung, point_mm, hint, search_mm=max(3.0, 0.7 * hint), require_shape=False)
+        if m is None:
+            continue
+        d = float(np.linalg.norm(np.asarray(m.center_mm) - np.asarray(point_mm, float)))
+        if best is None or d < best[0]:
+            best = (d, m)
+    return best[1] if best else None
+
+
 def _radius(m: NoduleMeasurement) -> float:
     return max(2.0, 0.5 * (6.0 * max(m.volume_mm3, 1.0) / np.pi) ** (1 / 3))
 
@@ -182,8 +201,7 @@ def analyze_pair(
             for i, f in enumerate(prior_found):
                 if i in used_p:
                     continue
-                m_cur = _segment_at(current, lung_c, mapped_arr[i], _radius(f.meas),
-                                    search_mm=max(4.0, 0.8 * _radius(f.meas)), require_shape=False)
+                m_cur = _propagate(current, lung_c, mapped_arr[i], f.meas)
                 if m_cur is not None and not any(_inside(c.meas, current, m_cur.center_mm) for c in cur_found):
                     d = float(np.linalg.norm(np.asarray(m_cur.center_mm) - mapped_arr[i]))
                     conf = match_confidence(d, match_tolerance_mm(f.meas.mean_diameter_mm, m_cur.mean_diameter_mm),
@@ -201,8 +219,7 @@ def analyze_pair(
                 loc = refine_local(prior, current, transform, np.asarray(f.meas.center_mm),
                                    radius_mm=max(20.0, 3 * _radius(f.meas)))
                 back = loc.to_prior(np.asarray(f.meas.center_mm))
-                m_pri = _segment_at(prior, lung_p, back, _radius(f.meas), search_mm=max(3.0, 0.6 * _radius(f.meas)),
-                                    require_shape=False)
+                m_pri = _propagate(prior, lung_p, back, f.meas)
                 if m_pri is not None and not any(_inside(p.meas, prior, m_pri.center_mm) for p in prior_found):
                     mp = loc.to_current(np.asarray(m_pri.center_mm))
                     d = float(np.linalg.norm(mp - np.asarray(f.meas.center_mm)))
