@@ -25,8 +25,7 @@ SEEDS = [1000, 1001, 1002, 1003]
 # Regression floors just below what the method measured at rows=256 on the held-out seeds above.
 # 2026-11-22 (after position-first matching, Hessian-ranked candidates, vessel rules, ground-glass
 # rim, two-scale propagation): sensitivity 77.8 % (7/9), 2.00 FP/scan (16/8), volume error median
-# 8.2 % and p95 34.6 %
-# (n=12), matching 66.7 % (6/9), VDT within 15 % 3/5, consistency 75.0 % (9/12).
+# 8.2 % and p95 34.6 % (n=12), matching 66.7 % (6/9), VDT within 15 % 3/5, consistency 75.0 % (9/12).
 # Before (session 1): sensitivity 33 %, 0.63 FP/scan, median volume error 9.3 %, matching 33 %,
 # VDT 3/5, consistency 78 %. Issue targets met: none on this held-out set (see bench/measure.py).
 FLOORS = {
