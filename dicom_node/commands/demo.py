@@ -124,7 +124,8 @@ def print_summary(summary: dict[str, Any], result_dir: Path, truth: dict[str, An
               f"{_fmt(n.get('vdt_days')):>8}{_fmt(n.get('mean_diameter_mm'), digits=1):>9}{forecast:>22}")
     rec = summary.get("recommendation")
     if rec:
-        interval = "-" if rec.get("followup_months_min") is None else f"{rec['followup_months_min']}–{rec['followup_months_max']} months"
+        lo, hi = rec.get("followup_months_min"), rec.get("followup_months_max")
+        interval = "-" if lo is None else (f"{lo} months" if hi in (None, lo) else f"{lo}–{hi} months")
         print(f"\nRecommendation ({rec['guideline']}): category {rec['category']}, follow-up {interval}, due {rec.get('due_date') or '-'}")
         print("  " + rec["text"].replace("\n", "\n  "))
     print(f"\nOutputs in {result_dir}:")
