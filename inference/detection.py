@@ -424,6 +424,8 @@ CONFLUENCE_DIAMETER_MM = 10.0  # a large "nodule" …
 CONFLUENCE_LEAK_RATIO = 5.0  # … cut out of a dense region > 5× its volume …
 CONFLUENCE_BLOBNESS = 0.55  # … that is not a sphere at its scale is a vessel confluence (hilum)
 SMALL_LEAK_RATIO = 15.0  # … cut out of a dense region > 15× its volume is a vessel junction
+JUNCTION_LEAK_RATIO = 8.0  # any piece cut out of a dense region > 8× its volume …
+JUNCTION_BLOBNESS = 0.55  # … that is not a sphere at its scale is a junction, wherever it lies
 
 
 def is_vessel_like(feat: dict[str, float]) -> bool:
@@ -435,7 +437,12 @@ def is_vessel_like(feat: dict[str, float]) -> bool:
     * a small compact piece cut by the vessel opening out of a far larger dense tree (a junction or
       a vessel seen end-on); a small nodule on a vessel keeps most of its grown region;
     * a large piece of a much larger dense region that is not spherical at its own scale: where
-      hilar vessels meet, the opening leaves a thick confluence that is neither tube nor ball.
+      hilar vessels meet, the opening leaves a thick confluence that is neither tube nor ball;
+    * the same at any size and also at the lung boundary (hilum, mediastinum): a piece that the
+      opening cut out of a dense region many times its own volume *and* that is not a ball at its
+      scale is a vessel junction. The lung-boundary exemption of the rules above exists because the
+      envelope halves a juxtapleural nodule's Hessian sphericity; but the region grown for such a
+      nodule is confined to the envelope, so it does not leak into a vessel tree many times its size.
     """
     blob = feat.get("blobness", 1.0)
     if feat["elongation"] > TUBE_ELONGATION and blob < TUBE_BLOBNESS:
@@ -444,6 +451,8 @@ def is_vessel_like(feat: dict[str, float]) -> bool:
         return True
     if (feat["d_eq_mm"] >= CONFLUENCE_DIAMETER_MM and feat["leak"] > CONFLUENCE_LEAK_RATIO
             and blob < CONFLUENCE_BLOBNESS and feat.get("lung_fraction", 1.0) >= 0.9):
+        return True
+    if feat["leak"] > JUNCTION_LEAK_RATIO and blob < JUNCTION_BLOBNESS:
         return True
     return feat["d_eq_mm"] < SMALL_LEAK_DIAMETER_MM and feat["leak"] > SMALL_LEAK_RATIO
 
