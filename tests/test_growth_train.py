@@ -23,12 +23,18 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_pairs(tmp_path_factory.mktemp("gtrain"), 4, seed=3, shape=(32, 32, 32))
 
 
-def test_new_model_copies_baseline() -> None:
-    """Heads start near zero: an untrained model predicts (almost) no change without history."""
-    torch.manual_seed(0)
+def _untrained_model_and_noise(seed: int) -> tuple[MTNoGNet, torch.Tensor, torch.Tensor]:
+    """A seeded untrained tiny model and a batch of two random 24³ images with sparse random masks."""
+    torch.manual_seed(seed)
     model = MTNoGNet(TINY).eval()
     img = torch.rand(2, 1, 24, 24, 24)
     mask = (torch.rand(2, 1, 24, 24, 24) > 0.8).float()
+    return model, img, mask
+
+
+def test_new_model_copies_baseline() -> None:
+    """Heads start near zero: an untrained model predicts (almost) no change without history."""
+    model, img, mask = _untrained_model_and_noise(seed=0)
     with torch.no_grad():
         out = model(img, mask, torch.tensor([100.0, 400.0]))
     assert out.ddf.abs().max() < 0.05
@@ -109,10 +115,7 @@ def test_texture_residual_confined_to_nodule() -> None:
 
 def test_mask_only_forward_matches_full() -> None:
     """The forecaster's ``with_image=False`` path gives the same mask and field as the full pass."""
-    torch.manual_seed(1)
-    model = MTNoGNet(TINY).eval()
-    img = torch.rand(2, 1, 24, 24, 24)
-    mask = (torch.rand(2, 1, 24, 24, 24) > 0.8).float()
+    model, img, mask = _untrained_model_and_noise(seed=1)
     with torch.no_grad():
         full = model(img, mask, torch.tensor([100.0, 700.0]))
         lite = model(img, mask, torch.tensor([100.0, 700.0]), with_image=False)
