@@ -157,6 +157,20 @@ def _recommend(analysis: Any, current: Any, config: Config, guideline: str | Non
     return recommend(items, context)
 
 
+def _remove_stale_outputs(out_dir: Path, current_names: Sequence[str]) -> None:
+    """Delete files an earlier run listed in ``summary.json`` that this run did not write again
+    (e.g. a nodule's key image after it resolved), so the folder holds one coherent result. Only
+    names we wrote ourselves are touched: ``--out`` may be a folder with other files in it."""
+    try:
+        earlier = json.loads((out_dir / "summary.json").read_text()).get("outputs", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    keep = set(current_names)
+    for name in earlier:
+        if isinstance(name, str) and name not in keep and Path(name).name == name:
+            (out_dir / name).unlink(missing_ok=True)
+
+
 def _horizon_days(recommendation: Any, study_date: dt.date | None) -> int:
     if recommendation is not None and recommendation.due_date is not None and study_date is not None:
         days = (recommendation.due_date - study_date).days
@@ -360,6 +374,7 @@ def run_pipeline(
         "timings_s": {k: round(v, 3) for k, v in analysis.timings.items()},
         "notes": notes,
     }
+    _remove_stale_outputs(out_dir, summary["outputs"])
     write_json(out_dir / "summary.json", summary)
     log_event(log, "study analysed", patient=phi_hash(current.patient_id), nodules=len(analysis.nodules),
               outputs=len(outputs), seconds=round(analysis.timings["total"], 2))

@@ -21,7 +21,7 @@ from dicom_node.config import load_config
 from dicom_node.db import Database, upgrade
 from dicom_node.ingest import Indexer, check_instance
 from dicom_node.models import Study
-from dicom_node.pipeline import _recommend, _write_dicom
+from dicom_node.pipeline import _recommend, _remove_stale_outputs, _write_dicom
 from inference.analysis import StudyAnalysis
 from inference.phantoms import generate_patient
 from tests.node_support import ct_datasets, node_config
@@ -107,3 +107,19 @@ def test_study_without_nodules_gets_an_sr_only(guideline: str, category: str, tm
     again, _ = _write_dicom(None, current, analysis, _recommend(analysis, current, config, guideline), "",
                             tmp_path / "again", objects)
     assert pydicom.dcmread(again[0]).SOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_a_rerun_removes_only_its_own_stale_outputs(tmp_path: Path) -> None:
+    """Key images of a nodule that is gone on a re-run disappear from the results folder; files we
+    never wrote (``analyze --out`` may point at a shared folder) stay."""
+    import json
+
+    for name in ("seg.dcm", "sr.dcm", "key_nodule_1.dcm", "notes.dcm"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"outputs": ["seg.dcm", "sr.dcm", "key_nodule_1.dcm", "../escape.dcm", "summary.json"]}))
+    (tmp_path.parent / "escape.dcm").write_bytes(b"x")
+    _remove_stale_outputs(tmp_path, ["sr.dcm", "summary.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.dcm", "sr.dcm", "summary.json"]
+    assert (tmp_path.parent / "escape.dcm").exists()
+    _remove_stale_outputs(tmp_path / "missing", ["sr.dcm"])  # no earlier summary: nothing to do
