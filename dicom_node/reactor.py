@@ -15,21 +15,32 @@ the SCP under load showed ~9 of every 20 ms per instance spent asleep in these t
 The timeouts stay short (the loops still check timers and flags on every turn), so behaviour is
 unchanged except for latency. It also replaces the transport's ``recv``, which reads PDUs in
 4 KiB ``recv`` calls (~130 per CT slice), with ``recv_into`` a buffer of the PDU's size. Only the ``sleep`` calls made from those two thread kinds are
-affected; everything else falls through to :func:`time.sleep`. Idempotent.
+affected; everything else falls through to :func:`time.sleep`.
+
+Last, a C-STORE response is encoded directly (:func:`encode_c_store_rsp`) instead of through a
+pydicom ``Dataset`` encoded twice (once for the group length): same bytes, ~1-2 ms less per
+instance on the critical path of every association (measured: pynetdicom's path cost 1.9 ms of
+CPU per response under load). Responses with an error comment or offending element, or with an
+``EVT_DIMSE_SENT`` handler bound, take pynetdicom's path. Idempotent.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import struct
 import threading
 import time
 import types
 from typing import Any
 
 from pynetdicom import association as _association
+from pynetdicom import dimse as _dimse
 from pynetdicom import dul as _dul
+from pynetdicom import evt as _evt
 from pynetdicom import transport as _transport
+from pynetdicom.dimse_primitives import C_STORE as _C_STORE
+from pynetdicom.pdu_primitives import P_DATA as _P_DATA
 
 _installed = False
 _lock = threading.Lock()
@@ -111,6 +122,45 @@ def _recv(self: Any, nr_bytes: int) -> bytearray:
     return buf
 
 
+def _implicit_element(tag: int, value: bytes) -> bytes:
+    """One implicit-VR little-endian element of the command group (0000,xxxx)."""
+    return struct.pack("<HHI", 0x0000, tag, len(value)) + value
+
+
+def _uid_value(uid: Any) -> bytes:
+    raw = str(uid).encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def encode_c_store_rsp(primitive: Any) -> bytes | None:
+    """The command set of a C-STORE response, encoded as pynetdicom would (implicit VR little
+    endian, PS3.7 9.3.1.2), or ``None`` when the response carries optional elements that this
+    fast path does not write (Error Comment, Offending Element) or values it cannot encode."""
+    if type(primitive) is not _C_STORE or primitive.MessageIDBeingRespondedTo is None:
+        return None
+    if primitive.ErrorComment is not None or primitive.OffendingElement is not None:
+        return None
+    status, responded_to = primitive.Status, primitive.MessageIDBeingRespondedTo
+    if not isinstance(status, int) or not isinstance(responded_to, int):
+        return None
+    if not (0 <= status <= 0xFFFF and 0 <= responded_to <= 0xFFFF):
+        return None
+    try:
+        parts = []
+        if primitive.AffectedSOPClassUID is not None:
+            parts.append(_implicit_element(0x0002, _uid_value(primitive.AffectedSOPClassUID)))
+        parts.append(_implicit_element(0x0100, struct.pack("<H", 0x8001)))  # Command Field: C-STORE-RSP
+        parts.append(_implicit_element(0x0120, struct.pack("<H", responded_to)))
+        parts.append(_implicit_element(0x0800, struct.pack("<H", 0x0101)))  # no data set
+        parts.append(_implicit_element(0x0900, struct.pack("<H", status)))
+        if primitive.AffectedSOPInstanceUID is not None:
+            parts.append(_implicit_element(0x1000, _uid_value(primitive.AffectedSOPInstanceUID)))
+    except (UnicodeError, struct.error):
+        return None
+    body = b"".join(parts)
+    return _implicit_element(0x0000, struct.pack("<I", len(body))) + body
+
+
 def install() -> None:
     """Patch pynetdicom's ``dul`` and ``association`` modules (once per process)."""
     global _installed
@@ -142,6 +192,20 @@ def install() -> None:
                         except OSError:
                             pass
 
+        original_send_msg = _dimse.DIMSEServiceProvider.send_msg
+
+        def send_msg(self: Any, primitive: Any, context_id: int) -> None:
+            command = encode_c_store_rsp(primitive)
+            max_pdu = self.maximum_pdu_size
+            if (command is None or (max_pdu and len(command) + 6 > max_pdu)
+                    or self.assoc.get_handlers(_evt.EVT_DIMSE_SENT)):
+                original_send_msg(self, primitive, context_id)
+                return
+            pdata = _P_DATA()
+            pdata.presentation_data_value_list.append((context_id, b"\x03" + command))  # last command fragment
+            self.dul.send_pdu(pdata)
+
+        _dimse.DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
         _dul.DULServiceProvider.send_pdu = send_pdu  # type: ignore[method-assign]
         _dul.DULServiceProvider.run = run  # type: ignore[method-assign]
         _transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]

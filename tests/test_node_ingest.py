@@ -355,3 +355,43 @@ def test_association_limit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
     finally:
         node.stop()
         node.db.dispose()
+
+
+def test_c_store_response_fast_path_matches_pynetdicom() -> None:
+    """reactor.encode_c_store_rsp writes the same command set bytes as pynetdicom's own encoder
+    (UIDs of odd and even length, any status, with or without the optional UIDs), and declines
+    responses with optional elements it does not write."""
+    import itertools
+
+    from pynetdicom.dimse_messages import C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from dicom_node.reactor import encode_c_store_rsp
+
+    def pynetdicom_bytes(primitive: C_STORE) -> bytes:
+        message = C_STORE_RSP()
+        message.primitive_to_message(primitive)
+        (pdata,) = list(message.encode_msg(1, 0))
+        return bytes(pdata.presentation_data_value_list[0][1][1:])  # after the control header
+
+    checked = 0
+    for sop_class, sop_instance, status, message_id in itertools.product(
+            ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", None],
+            ["1.2.3", "1.2.34", "1." + "2" * 62, None], [0x0000, 0xA700, 0xB000, 0xC211, 0xFFFF], [0, 1, 65535]):
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = message_id
+        rsp.AffectedSOPClassUID = sop_class
+        rsp.AffectedSOPInstanceUID = sop_instance
+        rsp.Status = status
+        assert encode_c_store_rsp(rsp) == pynetdicom_bytes(rsp), (sop_class, sop_instance, status, message_id)
+        checked += 1
+    assert checked == 180
+
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 1
+    rsp.Status = 0xC000
+    rsp.ErrorComment = "cannot understand"
+    assert encode_c_store_rsp(rsp) is None  # pynetdicom's path writes the comment
+    request = C_STORE()
+    request.MessageID = 1
+    assert encode_c_store_rsp(request) is None  # requests are not responses
