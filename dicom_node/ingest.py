@@ -115,15 +115,92 @@ class InstanceInfo:
     instance_number: int | None
 
 
+# Header values are read straight from the parser's raw (undecoded) elements when that is
+# unambiguous: a little-endian element of its dictionary VR whose value is printable ASCII without a
+# value delimiter reads the same under every character set, and pydicom would only strip padding.
+# Anything else (other VRs, escapes, multi-values, already decoded elements) takes pydicom's path.
+# This cut the header checks from ~1.0 to ~0.2 ms per CT slice; the values are identical.
+_SLOW = object()
+_MISSING = object()
+_PRINTABLE = re.compile(rb"[ -\[\]-~]*")  # 0x20-0x7E except backslash
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,12}")
+_FAST_KEYWORDS = (
+    "SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "IssuerOfPatientID",
+    "PatientSex", "PatientBirthDate", "StudyDate", "AccessionNumber", "StudyDescription", "Modality",
+    "SeriesNumber", "SeriesDescription", "BodyPartExamined", "FrameOfReferenceUID", "InstanceNumber",
+    "Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "NumberOfFrames",
+)
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "SH", "TM", "UI"})
+
+
+def _fast_tags() -> dict[str, tuple[int, str]]:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    out = {}
+    for keyword in _FAST_KEYWORDS:
+        tag = tag_for_keyword(keyword)
+        vr = dictionary_VR(tag) if tag is not None else ""
+        if tag is not None and (vr in _TEXT_VRS or vr == "US"):
+            out[keyword] = (int(tag), vr)
+    return out
+
+
+_FAST_TAGS = _fast_tags()
+
+
+def _raw_value(ds: Dataset, keyword: str) -> Any:
+    """``keyword``'s value decoded from the raw element (str, or int for US), ``_MISSING`` when the
+    dataset lacks it, or ``_SLOW`` when pydicom's decoding is needed to be sure of the value."""
+    from pydicom.dataelem import RawDataElement
+
+    spec = _FAST_TAGS.get(keyword)
+    if spec is None:
+        return _SLOW
+    tag, vr = spec
+    raw = ds.get_item(tag)  # the parser's element as read (not converted)
+    if raw is None:
+        return _MISSING
+    if type(raw) is not RawDataElement or not raw.is_little_endian or raw.VR not in (None, vr):
+        return _SLOW
+    value = raw.value
+    if value is None:
+        return _SLOW
+    if vr == "US":
+        return int.from_bytes(value, "little") if len(value) == 2 else _SLOW
+    if vr == "UI":
+        value = value.rstrip(b"\0")
+    if _PRINTABLE.fullmatch(value) is None:
+        return _SLOW
+    return value.decode("ascii").rstrip(" ")  # pydicom strips trailing padding too
+
+
+def _get(ds: Dataset, keyword: str, default: Any = None) -> Any:
+    """``ds.get(keyword, default)``, from the raw element when unambiguous (see ``_raw_value``).
+    An empty text value is ``""`` and an empty number ``None``, as pydicom returns them."""
+    value = _raw_value(ds, keyword)
+    if value is _SLOW:
+        return ds.get(keyword, default)
+    if value is _MISSING:
+        return default
+    if isinstance(value, str) and _FAST_TAGS[keyword][1] == "IS":
+        text = value.strip(" ")
+        if not text:
+            return None
+        if _INT_TEXT.fullmatch(text) is None:
+            return ds.get(keyword, default)
+        return int(text)
+    return value
+
+
 def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
-    value = ds.get(keyword, "")
+    value = _get(ds, keyword, "")
     if value is None:
         return ""
     return str(value).strip()[:limit]
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
+    value = _get(ds, keyword)
     try:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
@@ -239,18 +316,18 @@ def check_instance(ds: Dataset, command_sop_class: str, command_sop_instance: st
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise Rejected(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed: {type(exc).__name__}: {exc}"[:300]) from None
 
-    sop_instance = ds.get("SOPInstanceUID")
+    sop_instance = _get(ds, "SOPInstanceUID")
     if sop_instance in (None, ""):
         raise Rejected(STATUS_DATASET_MISMATCH, "SOP Instance UID (0008,0018) missing from dataset")
     if not is_valid_uid(str(sop_instance)):
         raise Rejected(STATUS_DATASET_MISMATCH, f"invalid SOP Instance UID in dataset {str(sop_instance)!r:.80}")
     if str(sop_instance) != command_sop_instance:
         raise Rejected(STATUS_DATASET_MISMATCH, "dataset SOP Instance UID differs from the C-STORE request's")
-    sop_class = str(ds.get("SOPClassUID", ""))
+    sop_class = str(_get(ds, "SOPClassUID", ""))
     if sop_class != command_sop_class:
         raise Rejected(STATUS_DATASET_MISMATCH, f"dataset SOP Class UID {sop_class!r:.80} differs from the C-STORE request's")
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
-        value = ds.get(keyword)
+        value = _get(ds, keyword)
         if not is_valid_uid(str(value) if value is not None else ""):
             raise Rejected(STATUS_DATASET_MISMATCH, f"{keyword} missing or invalid: {str(value)!r:.80}")
     if pixel is not None:
@@ -261,8 +338,8 @@ def check_instance(ds: Dataset, command_sop_class: str, command_sop_instance: st
     return InstanceInfo(
         sop_instance_uid=str(sop_instance),
         sop_class_uid=sop_class,
-        study_instance_uid=str(ds.StudyInstanceUID),
-        series_instance_uid=str(ds.SeriesInstanceUID),
+        study_instance_uid=str(_get(ds, "StudyInstanceUID")),
+        series_instance_uid=str(_get(ds, "SeriesInstanceUID")),
         patient_id=_text(ds, "PatientID"),
         issuer=_text(ds, "IssuerOfPatientID"),
         patient_sex=_text(ds, "PatientSex", 16),
@@ -281,13 +358,20 @@ def check_instance(ds: Dataset, command_sop_class: str, command_sop_instance: st
 
 def _expected_pixel_bytes(ds: Dataset) -> int:
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, cols = int(_required(ds, "Rows")), int(_required(ds, "Columns"))
+        bits = int(_required(ds, "BitsAllocated"))
+        samples = int(_get(ds, "SamplesPerPixel", 1) or 1)
+        frames = int(_get(ds, "NumberOfFrames", 1) or 1)
     except (AttributeError, TypeError, ValueError) as exc:
         raise Rejected(STATUS_CANNOT_UNDERSTAND, f"image pixel module incomplete: {exc}") from None
     return (rows * cols * bits * samples * frames + 7) // 8
+
+
+def _required(ds: Dataset, keyword: str) -> Any:
+    value = _get(ds, keyword, _MISSING)
+    if value is _MISSING:
+        return getattr(ds, keyword)  # pydicom's AttributeError names what is missing
+    return value
 
 
 def _check_pixel_info(ds: Dataset, pixel: PixelInfo, transfer_syntax: str) -> None:

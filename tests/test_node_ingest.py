@@ -395,3 +395,36 @@ def test_c_store_response_fast_path_matches_pynetdicom() -> None:
     request = C_STORE()
     request.MessageID = 1
     assert encode_c_store_rsp(request) is None  # requests are not responses
+
+
+def test_header_values_from_raw_elements_match_pydicom() -> None:
+    """The values the index reads straight from raw elements (ingest._get) equal pydicom's decoded
+    ones on every pydicom test file that parses (character sets, padding, implicit VR, odd
+    values); where the raw bytes are ambiguous the fast path defers to pydicom."""
+    import warnings
+
+    from dicom_node import ingest
+
+    compared = fast = 0
+    for path in _pydicom_test_files():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reference = dcmread(path, stop_before_pixels=True)
+                candidate = dcmread(path, stop_before_pixels=True)
+                expected = {k: reference.get(k) for k in ingest._FAST_KEYWORDS}
+        except Exception:
+            continue  # not a file pydicom reads (the SCP test covers what happens to those)
+        for keyword in ingest._FAST_KEYWORDS:
+            raw = ingest._raw_value(candidate, keyword)
+            fast += raw is not ingest._SLOW and raw is not ingest._MISSING
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = ingest._get(candidate, keyword)
+            want = expected[keyword]
+            if isinstance(want, int) or want is None:
+                assert got == want, (path.name, keyword, got, want)
+            else:
+                assert str(got) == str(want), (path.name, keyword, got, want)
+            compared += 1
+    assert compared > 2000 and fast > 1000, (compared, fast)
