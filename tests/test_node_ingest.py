@@ -428,3 +428,55 @@ def test_header_values_from_raw_elements_match_pydicom() -> None:
                 assert str(got) == str(want), (path.name, keyword, got, want)
             compared += 1
     assert compared > 2000 and fast > 1000, (compared, fast)
+
+
+def test_c_store_request_fast_path_matches_pynetdicom() -> None:
+    """reactor.decode_c_store_rq reads the same C-STORE request parameters as pynetdicom's own
+    decoding, and declines command sets with anything else in them (pynetdicom then decodes)."""
+    import itertools
+    from io import BytesIO
+
+    from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from dicom_node import reactor
+
+    reactor.install()
+    fields = ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority",
+              "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID")
+    fast = 0
+    for sop_class, sop_instance, priority, message_id, originator in itertools.product(
+            ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"], ["1.2.3", "1.2.34", "1." + "2" * 62],
+            [0, 1, 2], [0, 7, 65535], [None, "NODULETRACK"]):
+        request = C_STORE()
+        request.MessageID = message_id
+        request.AffectedSOPClassUID = sop_class
+        request.AffectedSOPInstanceUID = sop_instance
+        request.Priority = priority
+        if originator:
+            request.MoveOriginatorApplicationEntityTitle = originator
+            request.MoveOriginatorMessageID = 3
+        request.DataSet = BytesIO(b"\x08\x00\x18\x00" + b"\x00" * 12)
+        message = C_STORE_RQ()
+        message.primitive_to_message(request)
+        pdatas = list(message.encode_msg(1, 16382))
+        received = []
+        for use_fast in (True, False):
+            incoming = DIMSEMessage()
+            done = [incoming.decode_msg(pdata) for pdata in pdatas][-1]
+            assert done
+            if use_fast:
+                params = reactor.decode_c_store_rq(incoming.encoded_command_set.getvalue())
+                assert (params is None) == bool(originator), (sop_instance, originator)
+                fast += params is not None
+                received.append(incoming.message_to_primitive())  # the installed fast path
+            else:
+                received.append(reactor._original_message_to_primitive(incoming))
+        got, want = received
+        for name in fields:
+            assert getattr(got, name) == getattr(want, name), (name, getattr(got, name), getattr(want, name))
+        assert got.DataSet.getvalue() == want.DataSet.getvalue() == request.DataSet.getvalue()
+        assert got._context_id == want._context_id == 1
+    assert fast == 54
+    assert reactor.decode_c_store_rq(b"\x00\x00\x00\x00\x04\x00\x00\x00") is None  # incomplete
+    assert reactor.decode_c_store_rq(b"\x00\x00\x00\x00\x04\x00\x00\x00\x00") is None  # truncated
