@@ -24,6 +24,11 @@ objects (validating every value on the way), are handled directly, with the same
   1.9 ms of CPU per response under load, encoding the command set twice for its group length);
   responses with an error comment or offending element, or with an ``EVT_DIMSE_SENT`` handler
   bound, take pynetdicom's path;
+* a C-STORE response is written to the socket by the association thread itself when the DUL
+  thread has nothing queued (same PDU, same order: DT-1 and every socket send share one lock)
+  instead of being handed to the DUL thread through its queue and wake-up pipe; each such handoff
+  cost ~0.2 ms median and ~1 ms mean under load. Not with TLS (an SSL object must not read in one
+  thread and write in another) nor with ``EVT_PDU_SENT``/``EVT_FSM_TRANSITION`` handlers bound;
 * a C-STORE request's command set is read by :func:`decode_c_store_rq` (~1 ms per instance less
   in the DUL thread under load); anything it does not recognise exactly (another element, a move
   originator, a UID that is not plain digits and dots, an unusual length) takes pynetdicom's path.
@@ -36,6 +41,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import ssl
 import struct
 import threading
 import time
@@ -46,6 +52,8 @@ from pynetdicom import association as _association
 from pynetdicom import dimse as _dimse
 from pynetdicom import dul as _dul
 from pynetdicom import evt as _evt
+from pynetdicom import fsm as _fsm
+from pynetdicom.pdu import P_DATA_TF as _P_DATA_TF
 from pynetdicom import transport as _transport
 from pynetdicom import dimse_messages as _dimse_messages
 from pynetdicom.dimse_primitives import C_STORE as _C_STORE
@@ -171,6 +179,32 @@ def encode_c_store_rsp(primitive: Any) -> bytes | None:
     return _implicit_element(0x0000, struct.pack("<I", len(body))) + body
 
 
+def _send_lock(transport: Any) -> Any:
+    """The lock that orders every send on one association's socket (created on first use)."""
+    lock = transport.__dict__.get("_nt_send_lock")
+    if lock is None:
+        lock = transport.__dict__.setdefault("_nt_send_lock", threading.RLock())  # atomic
+    return lock
+
+
+def _send_directly(dul: Any, pdata: Any) -> bool:
+    """Send the P-DATA ``pdata`` from the calling thread if that keeps pynetdicom's behaviour
+    (data transfer state, nothing waiting in the DUL's queue, no TLS, no handlers that would see
+    the DUL's send); ``False`` when the DUL thread must send it."""
+    transport = dul.socket
+    sock = getattr(transport, "socket", None)
+    if sock is None or isinstance(sock, ssl.SSLSocket):
+        return False
+    assoc = dul.assoc
+    if assoc.get_handlers(_evt.EVT_PDU_SENT) or assoc.get_handlers(_evt.EVT_FSM_TRANSITION):
+        return False
+    with _send_lock(transport):
+        if dul.state_machine.current_state != "Sta6" or dul.to_provider_queue.qsize():
+            return False
+        transport.send(_P_DATA_TF(pdata).encode())  # a failure queues Evt17 as the DUL's send does
+    return True
+
+
 # C-STORE-RQ command elements (0000,eeee) read by decode_c_store_rq; any other element -> pynetdicom.
 _RQ_GROUP_LENGTH, _RQ_SOP_CLASS, _RQ_COMMAND_FIELD, _RQ_MESSAGE_ID = 0x0000, 0x0002, 0x0100, 0x0110
 _RQ_PRIORITY, _RQ_DATA_SET_TYPE, _RQ_SOP_INSTANCE = 0x0700, 0x0800, 0x1000
@@ -262,9 +296,28 @@ def install() -> None:
                 return
             pdata = _P_DATA()
             pdata.presentation_data_value_list.append((context_id, b"\x03" + command))  # last command fragment
-            self.dul.send_pdu(pdata)
+            if not _send_directly(self.dul, pdata):
+                self.dul.send_pdu(pdata)
 
         _dimse.DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
+
+        original_socket_send = _transport.AssociationSocket.send
+
+        def socket_send(self: Any, bytestream: bytes) -> None:
+            with _send_lock(self):
+                original_socket_send(self, bytestream)
+
+        _transport.AssociationSocket.send = socket_send  # type: ignore[method-assign]
+        description, original_dt_1, next_state = _fsm.ACTIONS["DT-1"]
+
+        def dt_1(dul: Any) -> str:
+            # Dequeue and send as one step, so a direct send cannot overtake a queued P-DATA.
+            if dul.socket is None:
+                return str(original_dt_1(dul))
+            with _send_lock(dul.socket):
+                return str(original_dt_1(dul))
+
+        _fsm.ACTIONS["DT-1"] = (description, dt_1, next_state)
 
         global _original_message_to_primitive
         original_message_to_primitive = _dimse_messages.DIMSEMessage.message_to_primitive
