@@ -480,3 +480,33 @@ def test_c_store_request_fast_path_matches_pynetdicom() -> None:
     assert fast == 54
     assert reactor.decode_c_store_rq(b"\x00\x00\x00\x00\x04\x00\x00\x00") is None  # incomplete
     assert reactor.decode_c_store_rq(b"\x00\x00\x00\x00\x04\x00\x00\x00\x00") is None  # truncated
+
+
+def test_pdv_items_split_as_pynetdicom_decodes_them() -> None:
+    """reactor.split_pdv_items yields the P-DATA-TF items pynetdicom's decoder yields (one or
+    several items, command and data fragments, empty fragments) and declines malformed lists."""
+    import random
+
+    from pynetdicom.pdu import P_DATA_TF
+    from pynetdicom.pdu_primitives import P_DATA
+
+    from dicom_node.reactor import split_pdv_items
+
+    rng = random.Random(5)
+    for _ in range(200):
+        pdata = P_DATA()
+        for _ in range(rng.randint(1, 4)):
+            control = rng.choice([0x00, 0x01, 0x02, 0x03])
+            payload = bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 2, 17, 300])))
+            pdata.presentation_data_value_list.append((rng.choice([1, 3, 255]), bytes([control]) + payload))
+        encoded = P_DATA_TF(pdata).encode()
+        reference = P_DATA_TF()
+        reference.decode(encoded)
+        want = [(cid, bytes(data)) for cid, data in reference.to_primitive().presentation_data_value_list]
+        got = split_pdv_items(bytearray(encoded[6:]))
+        assert got is not None and [(cid, bytes(data)) for cid, data in got] == want
+    body = bytearray(P_DATA_TF(pdata).encode()[6:])
+    assert split_pdv_items(body[:-1]) is None  # last item cut short
+    assert split_pdv_items(body + b"\x00\x00") is None  # trailing bytes that are no item
+    assert split_pdv_items(bytearray(b"\x00\x00\x00\x01\x01")) is None  # item without a control header
+    assert split_pdv_items(bytearray()) is None
