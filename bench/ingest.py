@@ -6,15 +6,19 @@
 
 Every receiver starts fresh for every run (empty storage, so no duplicate shortcuts). Durability
 as each peer offers it: storescp writes without fsync (the near-limit), Orthanc fsyncs each file
-(``SyncStorageArea``, its default), the node fsyncs each file and its directory and indexes it in
-SQLite before acknowledging. ``TCP_NODELAY=1`` for every dcmtk process and Orthanc (PEERS.md).
-Prints images/s (median of the runs) and the node's ratio to the others. All on loopback.
+(``SyncStorageArea``, its default), the node writes each file to a temporary name, renames it and
+fsyncs it (one journal commit covers data and name, see ``Spool.commit``) and indexes it in SQLite
+before acknowledging. ``TCP_NODELAY=1`` for every dcmtk process and Orthanc (PEERS.md).
+Prints images/s (median of the runs), the node's ratio to the others (of the medians, and the
+median of the per-run ratios: the runs are interleaved, so each run's ratio compares receivers
+under nearly the same background load) and the load average. All on loopback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -154,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         series = write_series(tmp / "series", ct_datasets(args.slices, rows=args.rows, seed=1))
         size_mb = sum(f.stat().st_size for f in series.files) / 1e6
         print(f"series: {args.slices} CT slices of {args.rows}², {size_mb:.0f} MB; storescu with TCP_NODELAY=1; "
-              f"median of {args.runs} runs; fresh receiver per run")
+              f"median of {args.runs} runs; fresh receiver per run; load average "
+              + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
         makers: list[tuple[str, Callable[[Path], object]]] = [
             ("storescp", Storescp),
             ("orthanc", Orthanc),
@@ -169,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                 for key, make in makers:
                     rate = _measure_once(make, series.files, n, tmp)
                     rates[key][n].append(rate)
-                    print(f"  run {run + 1}: {names[key]:<44} {n} assoc: {rate:7.1f} img/s", flush=True)
+                    print(f"  run {run + 1}: {names[key]:<44} {n} assoc: {rate:7.1f} img/s"
+                          f"   (load {os.getloadavg()[0]:.2f})", flush=True)
         results = {key: {n: statistics.median(r) for n, r in per.items()} for key, per in rates.items()}
 
         cols = args.associations
@@ -181,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{names[key]:<46}" + "".join(f"{results[key][n]:>16.1f}" for n in cols))
         print(f"{'ratio node / Orthanc':<46}" + "".join(f"{results['node'][n] / results['orthanc'][n]:>16.2f}" for n in cols))
         print(f"{'ratio node / storescp':<46}" + "".join(f"{results['node'][n] / results['storescp'][n]:>16.2f}" for n in cols))
+        per_run = {n: statistics.median(a / b for a, b in zip(rates["node"][n], rates["orthanc"][n])) for n in cols}
+        print(f"{'median of per-run ratios node / Orthanc':<46}" + "".join(f"{per_run[n]:>16.2f}" for n in cols))
+        print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 0
 
 
