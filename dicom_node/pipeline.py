@@ -98,11 +98,11 @@ def warm_up() -> float:
 
 def _forecast(analysis: Any, prior: Any, current: Any, horizon_days: int, notes: list[str]) -> str:
     """Fill each present nodule's ``forecast``; returns the model version ('' if unavailable)."""
-    from inference.growth.forecast import PriorPatch
-
     present = [t for t in analysis.nodules if t.current is not None]
     if not present:
-        return ""
+        return ""  # nothing to forecast: do not import torch/MONAI (several seconds) for nothing
+    from inference.growth.forecast import PriorPatch
+
     try:
         model = growth_forecaster()
     except (OSError, ImportError, RuntimeError) as exc:  # missing/corrupt weights: report, don't guess
