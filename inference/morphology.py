@@ -72,3 +72,20 @@ def ball_close(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float,
     dil = edt(~m, sampling) <= radius_mm
     clo = edt(dil, sampling) > radius_mm
     return clo[pad[0]:-pad[0], pad[1]:-pad[1], pad[2]:-pad[2]] | mask
+
+
+def block_any(mask: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+    """``True`` where any voxel of a ``factors`` (z, y, x) block is; trailing partial blocks dropped.
+
+    Same as ``mask[:nz*fz, :ny*fy, :nx*fx].reshape(nz, fz, ny, fy, nx, fx).any(axis=(1, 3, 5))``, by
+    OR-ing the strided views (no reshaped reduction: several times faster on full volumes).
+    """
+    fz, fy, fx = factors
+    nz, ny, nx = (s // f for s, f in zip(mask.shape, factors))
+    out = mask[0: nz * fz: fz, 0: ny * fy: fy, 0: nx * fx: fx].astype(bool, copy=True)
+    for k in range(fz):
+        for j in range(fy):
+            for i in range(fx):
+                if k or j or i:
+                    out |= mask[k: nz * fz: fz, j: ny * fy: fy, i: nx * fx: fx]
+    return out
