@@ -254,11 +254,16 @@ def speed(rows: int = 512, slices: int = 300) -> None:
             return
         summary = json.loads((out / "summary.json").read_text())
         peak_gb = ru.ru_maxrss / 1024 / 1024
+        cpu = ru.ru_utime + ru.ru_stime
         print(f"\nanalyze on a {slices}-slice {rows}² pair (written DICOM, separate process)")
-        print(f"{'stage':<16}{'seconds':>10}")
+        print(f"{'stage':<16}{'seconds':>10}   (prior_* run in a thread beside lung_mask/registration/detection)")
         for k, v in summary["timings_s"].items():
             print(f"{k:<16}{v:>10.2f}")
         print(f"{'wall (process)':<16}{wall:>10.2f}   goal ≤ 15 s: {'yes' if wall <= 15 else 'NO'}")
+        # the machine is shared: CPU seconds (all threads) and the load average say how far the wall
+        # time is from what an idle machine would give
+        print(f"{'CPU (process)':<16}{cpu:>10.2f}   user+sys, all threads; load average "
+              f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
         print(f"{'peak RSS GB':<16}{peak_gb:>10.2f}   goal ≤ 2.5 GB: {'yes' if peak_gb <= 2.5 else 'NO'}")
         print(f"nodules reported: {len(summary['nodules'])}")
 

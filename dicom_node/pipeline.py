@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -98,11 +99,11 @@ def warm_up() -> float:
 
 def _forecast(analysis: Any, prior: Any, current: Any, horizon_days: int, notes: list[str]) -> str:
     """Fill each present nodule's ``forecast``; returns the model version ('' if unavailable)."""
-    from inference.growth.forecast import PriorPatch
-
     present = [t for t in analysis.nodules if t.current is not None]
     if not present:
-        return ""
+        return ""  # nothing to forecast: do not import torch/MONAI (several seconds) for nothing
+    from inference.growth.forecast import PriorPatch
+
     try:
         model = growth_forecaster()
     except (OSError, ImportError, RuntimeError) as exc:  # missing/corrupt weights: report, don't guess
@@ -262,6 +263,13 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _prefetch_writers() -> None:
+    try:
+        import reports.sr  # noqa: F401
+    except Exception:  # noqa: BLE001 - the writing step imports it again and reports any error
+        pass
+
+
 def _write_dicom(
     prior: Any, current: Any, analysis: Any, recommendation: Any, model_version: str, out_dir: Path,
     previous: Sequence[dict[str, str]],
@@ -272,8 +280,6 @@ def _write_dicom(
     detected and carries the guideline's result for that case (a SEG with no segment is invalid,
     and there is nothing to draw a key image of).
     """
-    from reports.keyimages import build_key_images
-    from reports.seg import build_seg
     from reports.sr import build_sr
     from reports.uids import Predecessor
 
@@ -291,6 +297,10 @@ def _write_dicom(
         sr = build_sr(current, analysis.nodules, None, recommendation, model_version=version, prior_study_date=prior_date,
                       predecessor=predecessor("sr"))
         return [_save(sr.dataset, out_dir / "sr.dcm")], [_identifiers("sr", sr.dataset)]
+
+    # imported here: key images need matplotlib, a second or more to import, for nothing without nodules
+    from reports.keyimages import build_key_images
+    from reports.seg import build_seg
 
     # The writers reference a predecessor only when the new object's UID differs (a changed result);
     # the same inputs give the same UIDs, so a re-run simply replaces the objects in the PACS.
@@ -336,6 +346,10 @@ def run_pipeline(
     from inference.analysis import AnalysisError, analyze_pair
 
     started = time.perf_counter()
+    if write_dicom and "reports.sr" not in sys.modules:
+        # the SR writer (highdicom) takes a second or more to import in a fresh process (`noduletrack
+        # analyze`): import it while the analysis runs (a worker has it from its warm-up already)
+        threading.Thread(target=_prefetch_writers, name="prefetch-writers", daemon=True).start()
     try:
         analysis = analyze_pair(prior, current, known_nodules=known_nodules,
                                 prior_annotations=prior_annotations, progress=progress)

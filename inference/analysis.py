@@ -10,7 +10,9 @@ classified as new or resolved, so that the pipeline can log and report it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -135,6 +137,51 @@ def _collect(vol: CTVolume, lung: LungMask, seeds: Sequence[Seed], detected: lis
     return found
 
 
+class _PriorSide:
+    """The prior's lung mask, then its automatic detection, computed in a background thread.
+
+    ``lung()`` and ``detections()`` wait for their result (re-raising the thread's exception);
+    ``close()`` stops the thread before the detection when the analysis ends early (e.g. the current
+    study has no lungs). ``timings`` holds the thread's own seconds per step ("prior_*"), which
+    overlap the main thread's stages.
+    """
+
+    def __init__(self, prior: CTVolume) -> None:
+        self.timings: dict[str, float] = {}
+        self._cancel = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis-prior")
+        self._lung: Future = Future()
+        self._det = self._pool.submit(self._run, prior)
+
+    def _run(self, prior: CTVolume) -> list[Candidate]:
+        t0 = time.perf_counter()
+        try:
+            lung = compute_lung_mask(prior)
+        except BaseException as exc:
+            self._lung.set_exception(exc)
+            raise
+        finally:
+            self.timings["prior_lung_mask"] = time.perf_counter() - t0
+        self._lung.set_result(lung)
+        if self._cancel.is_set():
+            return []
+        t0 = time.perf_counter()
+        try:
+            return detect_nodules(prior, lung)
+        finally:
+            self.timings["prior_detection"] = time.perf_counter() - t0
+
+    def lung(self) -> LungMask:
+        return self._lung.result()
+
+    def detections(self) -> list[Candidate]:
+        return self._det.result()
+
+    def close(self) -> None:
+        self._cancel.set()
+        self._pool.shutdown(wait=True)
+
+
 def analyze_pair(
     prior: CTVolume | None,
     current: CTVolume,
@@ -152,21 +199,31 @@ def analyze_pair(
     """
     timings: dict[str, float] = {}
     notes: list[str] = []
-    with _stage(timings, "lung_mask", progress, 0.1):
-        try:
-            lung_c = compute_lung_mask(current)
-            lung_p = compute_lung_mask(prior) if prior is not None else None
-        except ValueError as exc:
-            raise AnalysisError(str(exc)) from exc
-    transform = None
-    if prior is not None:
-        with _stage(timings, "registration", progress, 0.25):
-            transform = register_rigid(prior, current)
-            notes.append(f"rigid registration: rotation {transform.rotation_deg:.2f}°, translation "
-                         f"{np.round(transform.translation_mm, 1).tolist()} mm")
-    with _stage(timings, "detection", progress, 0.6):
-        det_c = detect_nodules(current, lung_c)
-        det_p = detect_nodules(prior, lung_p) if prior is not None and lung_p is not None else []
+    # The prior's lung mask and detection do not depend on the current study: they run in a second
+    # thread while this one does the current's and the registration. The heavy calls (NumPy, SciPy
+    # ndimage, SimpleITK) release the GIL, so on two cores the two sides overlap; the results are
+    # the same as computed one after the other.
+    prior_side = _PriorSide(prior) if prior is not None else None
+    try:
+        with _stage(timings, "lung_mask", progress, 0.1):
+            try:
+                lung_c = compute_lung_mask(current)
+                lung_p = prior_side.lung() if prior_side is not None else None
+            except ValueError as exc:
+                raise AnalysisError(str(exc)) from exc
+        transform = None
+        if prior is not None:
+            with _stage(timings, "registration", progress, 0.25):
+                transform = register_rigid(prior, current)
+                notes.append(f"rigid registration: rotation {transform.rotation_deg:.2f}°, translation "
+                             f"{np.round(transform.translation_mm, 1).tolist()} mm")
+        with _stage(timings, "detection", progress, 0.6):
+            det_c = detect_nodules(current, lung_c)
+            det_p = prior_side.detections() if prior_side is not None else []
+    finally:
+        if prior_side is not None:
+            prior_side.close()
+            timings.update(prior_side.timings)
     with _stage(timings, "segmentation", progress, 0.75):
         if prior is None:
             cur_found = _collect(current, lung_c, list(known_nodules), det_c)

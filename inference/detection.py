@@ -25,6 +25,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from .candidates import blob_candidates, priority
 from .lung import LungMask
+from .morphology import block_any
 from .registration import block_mean
 from .seeds import Seed, SeedSource, seeds_from_annotations
 from .segmentation import NoduleSegmentation, segment_nodule
@@ -155,8 +156,7 @@ def _verification_grid(vol: CTVolume, lung: LungMask) -> tuple[CTVolume, LungMas
     small = CTVolume(hu=hu, geometry=geom, study_instance_uid=vol.study_instance_uid,
                      series_instance_uid=vol.series_instance_uid,
                      frame_of_reference_uid=vol.frame_of_reference_uid, sop_instance_uids=[])
-    filled = lung.filled[: nz * f[0], : ny * f[1], : nx * f[2]]
-    filled = filled.reshape(nz, f[0], ny, f[1], nx, f[2]).any(axis=(1, 3, 5))
+    filled = block_any(lung.filled, f)
     small_lung = LungMask(filled=filled, coarse_filled=lung.coarse_filled, coarse_air=lung.coarse_air,
                           factors=lung.factors, stats=lung.stats)
     return small, small_lung, f

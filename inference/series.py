@@ -56,6 +56,9 @@ class SeriesCandidate:
     description: str = ""
     kernel: str = ""
     files: list[Path] = field(default_factory=list)  # sorted along the slice normal when usable
+    # header-only datasets read while scanning, in the order of ``files`` (lets the loader skip a
+    # second parse of every header when it can read the pixel data directly)
+    headers: list[Dataset] = field(default_factory=list, repr=False)
     slice_spacing_mm: float | None = None
     pixel_spacing_mm: tuple[float, float] | None = None
     rejected: str | None = None  # reason when not usable
@@ -184,6 +187,8 @@ def _check_geometry(cand: SeriesCandidate, headers: list[Dataset]) -> None:
         cand.rejected = "slice positions are sheared (gantry tilt?): not a regular volume"
         return
     cand.files = [cand.files[i] for i in order]
+    if len(cand.headers) == len(order):
+        cand.headers = [cand.headers[i] for i in order]
     cand.slice_spacing_mm = median
     cand.pixel_spacing_mm = tuple(float(v) for v in next(iter(spacings)))  # type: ignore[assignment]
 
@@ -239,8 +244,9 @@ def scan_series(inputs: Path | str | Iterable[Path | str]) -> tuple[list[SeriesC
             description=str(h0.get("SeriesDescription", "")),
             kernel=str(kernel),
             files=[p for p, _ in items],
+            headers=[ds for _, ds in items],
         )
-        headers = [ds for _, ds in items]
+        headers = cand.headers
         if len({str(ds.get("SOPInstanceUID", "")) for ds in headers}) != len(headers):
             cand.rejected = "duplicate SOP Instance UIDs in the series"
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -62,21 +63,82 @@ def geometry_from_headers(headers: Sequence[Dataset]) -> VolumeGeometry:
     )
 
 
-def load_volume(files: Sequence[Path | str], *, keep_headers: bool = True) -> CTVolume:
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+
+
+def _raw_frame(path: Path | str, ds: Dataset) -> np.ndarray | None:
+    """The pixel values of an uncompressed little-endian, single-frame, 16-bit slice, read straight
+    from the end of the file, where its Pixel Data element is; None whenever that is not exactly the
+    case (then pydicom decodes the file as usual).
+
+    ``ds`` is the slice's header read without pixel data. The element header before the last
+    ``Rows × Columns × 2`` bytes must be (7FE0,0010) with that length. Values are what pydicom's
+    ``pixel_array`` gives: signed data only when all 16 bits are stored (pydicom sign-extends
+    narrower ones), unsigned data only when no value has bits above ``BitsStored``.
+    """
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if ts not in (_EXPLICIT_LE, _IMPLICIT_LE):
+        return None
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits, stored, signed = int(ds.BitsAllocated), int(ds.BitsStored), int(ds.PixelRepresentation)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if bits != 16 or samples != 1 or frames != 1 or (signed and stored != 16) or not 0 < stored <= 16:
+        return None
+    nbytes = rows * cols * 2
+    head = 12 if ts == _EXPLICIT_LE else 8
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size < nbytes + head:
+                return None
+            fh.seek(size - nbytes - head)
+            buf = fh.read(nbytes + head)
+    except OSError:
+        return None
+    if len(buf) != nbytes + head or buf[:4] != _PIXEL_DATA_TAG:
+        return None
+    if ts == _EXPLICIT_LE:
+        if buf[4:6] not in (b"OW", b"OB") or buf[6:8] != b"\0\0" or int.from_bytes(buf[8:12], "little") != nbytes:
+            return None
+    elif int.from_bytes(buf[4:8], "little") != nbytes:
+        return None
+    arr = np.frombuffer(buf, dtype="<i2" if signed else "<u2", offset=head).reshape(rows, cols)
+    if not signed and stored < 16 and int(arr.max()) >> stored:
+        return None
+    return arr
+
+
+def load_volume(files: Sequence[Path | str], *, keep_headers: bool = True,
+                headers: Sequence[Dataset] | None = None) -> CTVolume:
     """Read sorted slice files (one series) into a CTVolume in HU.
 
-    ``files`` must be in slice order as returned by :func:`inference.series.select_series`.
+    ``files`` must be in slice order as returned by :func:`inference.series.select_series`;
+    ``headers``, when given, are their header-only datasets (``SeriesCandidate.headers``): slices
+    stored uncompressed are then read without parsing their headers a second time.
     """
     if not files:
         raise VolumeLoadError("no slice files given")
-    headers: list[Dataset] = []
+    if headers is not None and len(headers) != len(files):
+        headers = None
+    kept: list[Dataset] = []
     hu: np.ndarray | None = None
     for z, path in enumerate(files):
-        try:
-            ds = pydicom.dcmread(path)
-            pixels = ds.pixel_array
-        except Exception as exc:  # decoders raise many types; report which file and why
-            raise VolumeLoadError(f"cannot decode pixel data of {Path(path).name}: {exc}") from exc
+        pixels = _raw_frame(path, headers[z]) if headers is not None else None
+        if pixels is not None:
+            ds = headers[z]  # type: ignore[index]
+        else:
+            try:
+                ds = pydicom.dcmread(path)
+                pixels = ds.pixel_array
+            except Exception as exc:  # decoders raise many types; report which file and why
+                raise VolumeLoadError(f"cannot decode pixel data of {Path(path).name}: {exc}") from exc
         if pixels.ndim != 2:
             raise VolumeLoadError(f"{Path(path).name}: expected one 2-D frame, got shape {pixels.shape}")
         slope = float(ds.get("RescaleSlope", 1) or 1)
@@ -93,8 +155,9 @@ def load_volume(files: Sequence[Path | str], *, keep_headers: bool = True) -> CT
         hu[z] = np.clip(values, -1024, 32767).astype(np.int16)
         if "PixelData" in ds:
             del ds.PixelData
-        headers.append(ds)
+        kept.append(ds)
     assert hu is not None
+    headers = kept
     geometry = geometry_from_headers(headers)
     h0 = headers[0]
     return CTVolume(
@@ -122,7 +185,7 @@ def load_study(inputs: Path | str | Iterable[Path | str]) -> CTVolume:
                                                     "slices": len(selection.chosen.files),
                                                     "spacing_mm": selection.chosen.slice_spacing_mm,
                                                     "others": len(selection.others)}})
-    return load_volume(selection.chosen.files)
+    return load_volume(selection.chosen.files, headers=selection.chosen.headers or None)
 
 
 __all__ = ["VolumeLoadError", "SeriesSelectionError", "geometry_from_headers", "load_volume", "load_study"]
