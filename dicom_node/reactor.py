@@ -342,11 +342,33 @@ def decode_c_store_rq(command: bytes) -> dict[str, Any] | None:
     }
 
 
+# The shortcuts above replace pynetdicom internals (the DUL loop, the state machine's DT actions,
+# DIMSE command decoding) and were checked against this release series only. On another, the node
+# runs on pynetdicom's own paths: slower, same behaviour.
+TESTED_PYNETDICOM_SERIES = "3.0."
+
+
+def fast_paths_supported(version: str) -> bool:
+    """Whether :func:`install` patches a pynetdicom of this ``version``."""
+    return version.startswith(TESTED_PYNETDICOM_SERIES)
+
+
 def install() -> None:
-    """Patch pynetdicom's ``dul`` and ``association`` modules (once per process)."""
+    """Patch pynetdicom's ``dul`` and ``association`` modules (once per process).
+
+    Does nothing (and says so once in the log) on a pynetdicom release it was not checked against.
+    """
     global _installed
     with _lock:
         if _installed:
+            return
+        import pynetdicom
+
+        if not fast_paths_supported(pynetdicom.__version__):
+            logging.getLogger("noduletrack.scp").warning(
+                "pynetdicom %s is not the %sx series the receive shortcuts were checked against: "
+                "using pynetdicom's own paths (slower ingest)", pynetdicom.__version__, TESTED_PYNETDICOM_SERIES)
+            _installed = True
             return
         original_send_pdu = _dul.DULServiceProvider.send_pdu
         original_run = _dul.DULServiceProvider.run

@@ -510,3 +510,14 @@ def test_pdv_items_split_as_pynetdicom_decodes_them() -> None:
     assert split_pdv_items(body + b"\x00\x00") is None  # trailing bytes that are no item
     assert split_pdv_items(bytearray(b"\x00\x00\x00\x01\x01")) is None  # item without a control header
     assert split_pdv_items(bytearray()) is None
+
+
+def test_receive_shortcuts_only_on_the_checked_pynetdicom_series() -> None:
+    import pynetdicom
+
+    from dicom_node import reactor
+
+    assert reactor.fast_paths_supported(pynetdicom.__version__)  # the pinned release gets them
+    assert reactor.fast_paths_supported("3.0.9")
+    assert not reactor.fast_paths_supported("3.1.0")
+    assert not reactor.fast_paths_supported("4.0.0")
