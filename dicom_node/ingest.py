@@ -46,6 +46,17 @@ SUPPORTED_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
 }
 
+# What the pipeline reads from a stored study: CT images to analyse, and annotations that came with
+# a prior (a radiologist's or ours) to seed the nodule search. Secondary Capture (key images) is
+# stored but neither.
+CT_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"})
+ANNOTATION_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+})
+
 # Transfer syntaxes we accept: uncompressed, deflate, and the compressed ones the pylibjpeg
 # plugins (and pydicom's RLE decoder) can decode later in the pipeline.
 SUPPORTED_TRANSFER_SYNTAXES: list[str] = [

@@ -407,16 +407,15 @@ def _study_files(session: Any, spool: Path, study_uid: str) -> tuple[list[Path],
     """(CT image files, SEG/SR annotation files) of a study, from the index."""
     from sqlalchemy import select
 
+    from .ingest import ANNOTATION_SOP_CLASSES, CT_IMAGE_SOP_CLASSES
     from .models import Instance, Series, Study
 
     rows = session.execute(
         select(Instance.path, Instance.sop_class_uid).join(Series, Instance.series_pk == Series.id)
         .join(Study, Series.study_pk == Study.id).where(Study.study_instance_uid == study_uid)
     ).all()
-    annotation_classes = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34",
-                          "1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33"}
-    images = [spool / p for p, c in rows if c not in annotation_classes]
-    annotations = [spool / p for p, c in rows if c in annotation_classes]
+    images = [spool / p for p, c in rows if c in CT_IMAGE_SOP_CLASSES]
+    annotations = [spool / p for p, c in rows if c in ANNOTATION_SOP_CLASSES]
     return images, annotations
 
 
