@@ -491,7 +491,8 @@ def analyze_study(session_factory: Any, config: Config, study_uid: str, spool: P
                 # A bad prior must not block the follow-up: analyse it as a baseline and say why.
                 log_event(log, "prior not usable", logging.WARNING, study=study_uid, reason=str(exc))
                 prior = None
-        seeds = seeds_from_annotations(prior_annotation_files) if prior is not None and prior_annotation_files else []
+        seeds = (seeds_from_annotations(prior_annotation_files, reference_slices=prior.slice_datasets)
+                 if prior is not None and prior_annotation_files else [])
         load_seconds = time.perf_counter() - load_started
         result = run_pipeline(prior, current, results_dir(config, study_uid), config, known_nodules=known if prior is not None else (),
                               prior_annotations=seeds, previous_outputs=previous)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 import numpy as np
 
@@ -35,33 +35,88 @@ class Seed:
 # seeds from annotations that arrived with the prior
 # --------------------------------------------------------------------------------------------------
 
-def seeds_from_annotations(paths: Iterable[Path | str]) -> list[Seed]:
-    """Seed points from TID 1500 SR (image regions / 3-D coordinates) and SEG objects.
+# Plane geometry of a referenced image: position of the first pixel's centre, row and column
+# direction cosines, and (row, column) spacing — what maps an SCOORD's pixel coordinates to LPS.
+_PlaneGeometry = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]
+_GEOMETRY_TAGS = ["Modality", "SOPInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"]
 
-    SR: every SCOORD3D (POINT/POLYLINE/ELLIPSE...) gives its centroid; SCOORD on an image is mapped
-    through the referenced slice's position when that slice's header is provided in the SR's own
-    content (not available in general, so 2-D SCOORDs are skipped). Tracking UIDs (DCM 112040) in
-    the same measurement group are carried over. SEG: each segment's centroid from the frames'
-    Image Position (Patient). Files of other types are ignored.
+
+def seeds_from_annotations(paths: Iterable[Path | str], reference_slices: Iterable[Any] = ()) -> list[Seed]:
+    """Seed points from TID 1500 SR and SEG objects among ``paths`` (other files are ignored).
+
+    SR: every SCOORD3D (POINT/POLYLINE/ELLIPSE...) gives its centroid; every SCOORD (pixel
+    coordinates on an image, what viewers such as OHIF write and our own long axes) gives its
+    centroid mapped to LPS through the referenced image's header when that image is among
+    ``paths`` or ``reference_slices`` (header datasets, e.g. :attr:`CTVolume.slice_datasets` of the
+    study the annotations belong to), and is skipped otherwise. Tracking
+    UIDs (DCM 112040) and identifiers (112039) of the same measurement group are carried over.
+    SEG: each segment's centroid from the frames' Image Position (Patient); predicted-extent
+    segments are skipped (:func:`_is_prediction`).
     """
     import pydicom
 
-    seeds: list[Seed] = []
+    planes: dict[str, _PlaneGeometry] = {}
+    for head in reference_slices:
+        _add_plane(planes, head)
+    annotations: list[Path | str] = []
     for path in paths:
+        try:
+            # a study directory holds hundreds of CT slices: read their plane geometry only, and
+            # the whole file only for the annotations
+            head = pydicom.dcmread(path, specific_tags=_GEOMETRY_TAGS)
+        except Exception:
+            continue
+        if str(head.get("Modality", "")) in ("SR", "SEG"):
+            annotations.append(path)
+        else:
+            _add_plane(planes, head)
+    seeds: list[Seed] = []
+    for path in annotations:
         try:
             ds = pydicom.dcmread(path)
         except Exception:
             continue
-        modality = str(ds.get("Modality", ""))
-        if modality == "SR":
-            seeds.extend(_sr_seeds(ds))
-        elif modality == "SEG":
+        if ds.Modality == "SR":
+            seeds.extend(_sr_seeds(ds, planes))
+        else:
             seeds.extend(_seg_seeds(ds))
     return seeds
 
 
-def _sr_seeds(ds) -> list[Seed]:
+def _add_plane(planes: dict[str, _PlaneGeometry], head: Any) -> None:
+    """Record an image header's plane geometry by SOP Instance UID (headers without one are skipped)."""
+    try:
+        iop = np.asarray([float(v) for v in head.ImageOrientationPatient], dtype=float)
+        planes[str(head.SOPInstanceUID)] = (
+            np.asarray([float(v) for v in head.ImagePositionPatient], dtype=float), iop[:3], iop[3:],
+            (float(head.PixelSpacing[0]), float(head.PixelSpacing[1])))
+    except (AttributeError, ValueError, TypeError, IndexError, KeyError):
+        pass  # not an image with plane geometry
+
+
+def _pixel_points_to_lps(graphic: list[float], plane: _PlaneGeometry) -> np.ndarray:
+    """SCOORD (column, row) pixel coordinates to LPS. DICOM puts the top-left corner of the first
+    pixel at (0, 0), so the first pixel's centre — Image Position (Patient) — is at (0.5, 0.5)."""
+    ipp, row_dir, col_dir, (dy, dx) = plane
+    cr = np.asarray(graphic, dtype=float).reshape(-1, 2) - 0.5
+    return ipp + np.outer(cr[:, 0] * dx, row_dir) + np.outer(cr[:, 1] * dy, col_dir)
+
+
+def _referenced_image(item) -> str | None:
+    for child in item.get("ContentSequence") or []:
+        if child.get("ValueType", "") == "IMAGE" and child.get("ReferencedSOPSequence"):
+            return str(child.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+    return None
+
+
+def _sr_seeds(ds, planes: dict[str, _PlaneGeometry] | None = None) -> list[Seed]:
     out: list[Seed] = []
+    planes = planes or {}
+
+    def seed_at(pts: np.ndarray, uid: str | None, label: str | None) -> Seed:
+        c = pts.mean(axis=0)
+        extent = float(np.max(np.linalg.norm(pts - c, axis=1))) if len(pts) > 1 else 5.0
+        return Seed(tuple(float(v) for v in c), "annotation", uid, label, radius_mm=max(2.0, extent))
 
     def walk(items, uid: str | None, label: str | None) -> None:
         group_uid, group_label = uid, label
@@ -77,16 +132,18 @@ def _sr_seeds(ds) -> list[Seed]:
             vt = item.get("ValueType", "")
             if vt == "SCOORD3D" and "GraphicData" in item:
                 pts = np.asarray([float(v) for v in item.GraphicData], dtype=float).reshape(-1, 3)
-                c = pts.mean(axis=0)
-                extent = float(np.max(np.linalg.norm(pts - c, axis=1))) if len(pts) > 1 else 5.0
-                out.append(Seed(tuple(float(v) for v in c), "annotation", group_uid, group_label,
-                                radius_mm=max(2.0, extent)))
+                out.append(seed_at(pts, group_uid, group_label))
+            elif vt == "SCOORD" and "GraphicData" in item:
+                plane = planes.get(_referenced_image(item) or "")
+                if plane is not None:
+                    out.append(seed_at(_pixel_points_to_lps(list(item.GraphicData), plane), group_uid, group_label))
             if "ContentSequence" in item:
                 walk(item.ContentSequence, group_uid, group_label)
 
     if "ContentSequence" in ds:
         walk(ds.ContentSequence, None, None)
-    # several SCOORD3Ds of one measurement group (e.g. long-axis endpoints) describe one nodule
+    # several coordinates of one measurement group (e.g. long-axis end points, or a planar and a
+    # volumetric group of the same nodule) describe one nodule
     return _dedupe(out, 3.0)
 
 
@@ -109,12 +166,16 @@ def _seg_seeds(ds) -> list[Seed]:
     sums: dict[int, list[np.ndarray]] = {}
     labels: dict[int, tuple[str | None, str | None]] = {}
     for seg in ds.get("SegmentSequence") or []:
+        if _is_prediction(seg):
+            continue
         uid = str(seg.get("TrackingUID", "")) or None
         tid = str(seg.get("TrackingID", "")) or None
         labels[int(seg.SegmentNumber)] = (uid, tid)
     for k, fg in enumerate(pffg):
         try:
             num = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            if num not in labels:  # a predicted extent, or a frame of no described segment
+                continue
             ipp = np.asarray([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient])
         except Exception:
             continue
@@ -132,6 +193,17 @@ def _seg_seeds(ds) -> list[Seed]:
         uid, tid = labels.get(num, (None, None))
         seeds.append(Seed(tuple(float(v) for v in c), "annotation", uid, tid, radius_mm=max(2.0, r)))
     return seeds
+
+
+def _is_prediction(segment) -> bool:
+    """A segment that shows where a nodule is expected to be, not where it was seen.
+
+    Our SEG (``reports/seg.py``) stores each nodule's predicted extent next to it, labelled
+    "... predicted ..." with tracking ID "... (predicted)"; seeding the next analysis from it would
+    look for the nodule at its forecast size and carry the "(predicted)" label over.
+    """
+    text = " ".join(str(segment.get(k, "")) for k in ("SegmentLabel", "SegmentDescription", "TrackingID"))
+    return "predicted" in text.lower()
 
 
 def _dedupe(seeds: list[Seed], dist_mm: float) -> list[Seed]:

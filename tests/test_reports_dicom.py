@@ -22,7 +22,7 @@ from reports.keyimages import build_key_images
 from reports.seg import build_seg
 from reports.sr import build_sr, guideline_name
 from reports.uids import Predecessor, content_digest, object_uids
-from tests.reports_fixtures import phantom_case
+from tests.reports_fixtures import phantom_case, write_ct
 
 MODEL = "test-1"
 SEEDS = (1, 2, 3)  # 1: two tracked; 2: four incl. a new one; 3: a resolved nodule and an unchanged one
@@ -366,3 +366,38 @@ def test_predicted_extent_past_the_scanned_volume_is_clipped(tmp_path: Path, dci
     gone = dataclasses.replace(n, forecast=dataclasses.replace(f, mask_offset=(nz + 5, *f.mask_offset[1:])))
     seg2 = build_seg(case.current, [gone], model_version=MODEL)
     assert [s.predicted for s in seg2.segments] == [False]
+
+
+def test_our_seg_and_sr_seed_the_next_analysis(tmp_path: Path) -> None:
+    """A prior's SEG and SR (ours or a radiologist's) give seeds at each nodule with its tracking UID,
+    read from a directory that also holds the study's CT slices (which are skipped)."""
+    from inference.seeds import seeds_from_annotations
+
+    case, seg, sr, _ = _build(2)
+    files = write_ct(case.current, case.variant, tmp_path / "ct")
+    seg.dataset.save_as(tmp_path / "seg.dcm")
+    sr.dataset.save_as(tmp_path / "sr.dcm")
+    present = [n for n in case.nodules if n.current is not None]
+    for name in ("seg.dcm", "sr.dcm"):
+        seeds = seeds_from_annotations([*files, tmp_path / name])
+        assert len(seeds) == len(present), (name, seeds)
+        for n in present:
+            near = [s for s in seeds if s.tracking_uid == n.tracking_uid]
+            assert len(near) == 1, (name, n.tracking_uid, seeds)
+            # SEG: the mask's centroid; SR: the middle of the long axis, on the slice where it was
+            # measured (which need not hold the centroid): inside the nodule either way
+            d = float(np.linalg.norm(np.asarray(near[0].center_mm) - np.asarray(n.current.center_mm)))
+            tol = 2.0 if name == "seg.dcm" else 0.5 * n.current.long_axis_mm + case.current.geometry.spacing[2]
+            assert d < tol, (name, n.tracking_id, d, tol)
+
+
+def test_sr_coordinates_map_through_the_loaded_slices_headers(tmp_path: Path) -> None:
+    """The pipeline passes the prior's slice headers instead of its files; without either, an SR's
+    image coordinates cannot be placed and give no seed."""
+    from inference.seeds import seeds_from_annotations
+
+    case, _, sr, _ = _build(2)
+    sr.dataset.save_as(tmp_path / "sr.dcm")
+    with_headers = seeds_from_annotations([tmp_path / "sr.dcm"], reference_slices=case.current.slice_datasets)
+    assert len(with_headers) == sum(1 for n in case.nodules if n.current is not None)
+    assert seeds_from_annotations([tmp_path / "sr.dcm"]) == []
