@@ -32,6 +32,16 @@ log = logging.getLogger("noduletrack.inference.analysis")
 ProgressFn = Callable[[str, float], None]  # (stage, fraction done 0..1)
 
 
+# Nodule volumetry needs thin sections: Lung-RADS v2022's technical standard is ≤ 2.5 mm (≤ 1 mm
+# preferred) and Fleischner 2017 asks for ≤ 1.5 mm. Thicker series are analysed, with a note.
+THIN_SECTION_MM = 2.5
+
+
+def _thin_section_note(role: str, vol: CTVolume) -> str:
+    return (f"{role} series slice spacing {vol.geometry.spacing[2]:.1f} mm is above {THIN_SECTION_MM} mm: small "
+            "nodules may be missed and volumes and growth are less reliable (thin sections ≤ 1.5 mm recommended)")
+
+
 class AnalysisError(ValueError):
     """The pair cannot be analysed (no lungs, incompatible series...); the message says why."""
 
@@ -198,7 +208,8 @@ def analyze_pair(
     (:func:`inference.detection.seeds_from_annotations`).
     """
     timings: dict[str, float] = {}
-    notes: list[str] = []
+    notes: list[str] = [_thin_section_note(role, vol) for role, vol in (("current", current), ("prior", prior))
+                        if vol is not None and vol.geometry.spacing[2] > THIN_SECTION_MM]
     # The prior's lung mask and detection do not depend on the current study: they run in a second
     # thread while this one does the current's and the registration. The heavy calls (NumPy, SciPy
     # ndimage, SimpleITK) release the GIL, so on two cores the two sides overlap; the results are

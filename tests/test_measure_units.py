@@ -172,3 +172,13 @@ def test_fast_distance_transform_and_ball_morphology_match_scipy() -> None:
     tube = ((yy - 14) ** 2 + (xx - 14) ** 2 <= 1.2 ** 2)
     out = ball_open(ball | tube, 2.0, sampling)
     assert out[14, 20, 20] and not out[2, 20, 20]
+
+
+def test_thick_sections_are_analysed_with_a_note() -> None:
+    from inference.analysis import THIN_SECTION_MM, analyze_pair
+    from inference.phantoms import generate_patient
+
+    vol = generate_patient(7, timepoints=1, rows=96, slices=48).timepoints[0].volume
+    assert vol.geometry.spacing[2] > THIN_SECTION_MM
+    notes = analyze_pair(None, vol).notes
+    assert any("current series slice spacing" in n and "thin sections" in n for n in notes), notes
