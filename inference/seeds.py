@@ -15,6 +15,10 @@ import numpy as np
 
 SeedSource = Literal["tracked", "annotation", "detector", "propagated"]
 
+# (code value, coding scheme) of ``reports.codes.PREDICTED_EXTENT``, the modifier our SEG puts on a
+# predicted-extent segment (inference does not import the writers; a test checks the two agree)
+PREDICTED_EXTENT_CODE = ("NT-PRED", "99NDLTRK")
+
 
 @dataclass
 class Seed:
@@ -198,12 +202,15 @@ def _seg_seeds(ds) -> list[Seed]:
 def _is_prediction(segment) -> bool:
     """A segment that shows where a nodule is expected to be, not where it was seen.
 
-    Our SEG (``reports/seg.py``) stores each nodule's predicted extent next to it, labelled
-    "... predicted ..." with tracking ID "... (predicted)"; seeding the next analysis from it would
-    look for the nodule at its forecast size and carry the "(predicted)" label over.
+    Our SEG (``reports/seg.py``) stores each nodule's predicted extent next to it, with the
+    Segmented Property Type modifier :data:`PREDICTED_EXTENT_CODE`; seeding the next analysis from it
+    would look for the nodule at its forecast size and carry its "(predicted)" label over.
     """
-    text = " ".join(str(segment.get(k, "")) for k in ("SegmentLabel", "SegmentDescription", "TrackingID"))
-    return "predicted" in text.lower()
+    for prop in segment.get("SegmentedPropertyTypeCodeSequence") or []:
+        for mod in prop.get("SegmentedPropertyTypeModifierCodeSequence") or []:
+            if (str(mod.get("CodeValue", "")), str(mod.get("CodingSchemeDesignator", ""))) == PREDICTED_EXTENT_CODE:
+                return True
+    return False
 
 
 def _dedupe(seeds: list[Seed], dist_mm: float) -> list[Seed]:

@@ -293,6 +293,12 @@ def build_seg(
             display_color=hd.color.CIELabColor.from_rgb(*color),  # 0-255 RGB
         )
         desc.SegmentDescription = text[:1024]
+        if predicted:
+            # machine-readable: this segment is a forecast, not an observation (a reader seeding the
+            # next analysis from this SEG, ours included, skips it by this modifier)
+            desc.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+                hd.sr.CodedConcept(codes.PREDICTED_EXTENT.value, codes.PREDICTED_EXTENT.scheme_designator,
+                                   codes.PREDICTED_EXTENT.meaning)]
         descriptions.append(desc)
         segments.append(SegmentInfo(number, tuid, tid, label, predicted, nuid))
 

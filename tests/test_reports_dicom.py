@@ -371,9 +371,11 @@ def test_predicted_extent_past_the_scanned_volume_is_clipped(tmp_path: Path, dci
 def test_our_seg_and_sr_seed_the_next_analysis(tmp_path: Path) -> None:
     """A prior's SEG and SR (ours or a radiologist's) give seeds at each nodule with its tracking UID,
     read from a directory that also holds the study's CT slices (which are skipped)."""
-    from inference.seeds import seeds_from_annotations
+    from inference.seeds import PREDICTED_EXTENT_CODE, seeds_from_annotations
 
+    assert PREDICTED_EXTENT_CODE == (codes.PREDICTED_EXTENT.value, codes.PREDICTED_EXTENT.scheme_designator)
     case, seg, sr, _ = _build(2)
+    assert any(s.predicted for s in seg.segments)  # the SEG holds predicted extents to be skipped
     files = write_ct(case.current, case.variant, tmp_path / "ct")
     seg.dataset.save_as(tmp_path / "seg.dcm")
     sr.dataset.save_as(tmp_path / "sr.dcm")
