@@ -157,20 +157,19 @@ def load_volume(files: Sequence[Path | str], *, keep_headers: bool = True,
             del ds.PixelData
         kept.append(ds)
     assert hu is not None
-    headers = kept
-    geometry = geometry_from_headers(headers)
-    h0 = headers[0]
+    geometry = geometry_from_headers(kept)
+    h0 = kept[0]
     return CTVolume(
         hu=hu,
         geometry=geometry,
         study_instance_uid=str(h0.get("StudyInstanceUID", "")),
         series_instance_uid=str(h0.get("SeriesInstanceUID", "")),
         frame_of_reference_uid=str(h0.get("FrameOfReferenceUID", "")),
-        sop_instance_uids=[str(h.get("SOPInstanceUID", "")) for h in headers],
+        sop_instance_uids=[str(h.get("SOPInstanceUID", "")) for h in kept],
         study_date=_parse_date(h0.get("StudyDate") or h0.get("SeriesDate") or h0.get("AcquisitionDate")),
         patient_id=str(h0.get("PatientID", "")),
         series_description=str(h0.get("SeriesDescription", "")),
-        slice_datasets=headers if keep_headers else [],
+        slice_datasets=kept if keep_headers else [],
     )
 
 

@@ -177,3 +177,33 @@ def test_no_ct_at_all_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(SeriesSelectionError, match="no CT image series"):
         select_series(tmp_path)
+
+
+@pytest.mark.parametrize("variant", ["signed", "stored12", "implicit", "trailing_padding"])
+def test_slices_read_from_the_file_tail_match_pydicom(tmp_path: Path, variant: str) -> None:
+    """Uncompressed slices are read straight from the end of the file when their Pixel Data is the
+    last element (volume._raw_frame); every other layout falls back to pydicom. Both give the same HU."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from inference.volume import load_volume
+
+    hu = _vol(16, 16, seed=5)
+    hu[0, 0, 0] = -1024  # the lowest stored value (0 unsigned)
+    paths = write_series(tmp_path / "s", hu, shuffle=False)
+    for k, p in enumerate(paths):
+        ds = pydicom.dcmread(p)
+        if variant == "signed":
+            ds.PixelRepresentation = 1
+            ds.RescaleIntercept = "0"
+            ds.PixelData = hu[k].astype("<i2").tobytes()
+        elif variant == "stored12":  # values need 11 bits; 12 stored, 4 high bits free
+            ds.BitsStored, ds.HighBit = 12, 11
+        elif variant == "implicit":
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        else:  # an element after Pixel Data: the tail is not the pixel data
+            ds.DataSetTrailingPadding = b"\0" * 8
+        ds.save_as(p, enforce_file_format=True, implicit_vr=variant == "implicit", little_endian=True)
+    vol = load_study(tmp_path / "s")  # headers from the series scan: the file-tail path where it applies
+    np.testing.assert_array_equal(vol.hu, hu)
+    reference = load_volume(sorted(paths))  # pydicom decodes every file
+    np.testing.assert_array_equal(vol.hu, reference.hu)
