@@ -131,20 +131,45 @@ def _inside(m: NoduleMeasurement, vol: CTVolume, point_mm) -> bool:
 def _collect(vol: CTVolume, lung: LungMask, seeds: Sequence[Seed], detected: list[Candidate]) -> list[_Found]:
     """Segment explicit seeds (keeping their UIDs), then add detections not already covered."""
     found: list[_Found] = []
+    unmeasured: list[Seed] = []
     for s in seeds:
         m = _segment_at(vol, lung, s.center_mm, s.radius_mm, search_mm=max(3.0, 0.7 * s.radius_mm),
                         require_shape=False)
         if m is None:
+            unmeasured.append(s)
             continue
         if any(_inside(f.meas, vol, m.center_mm) for f in found):
             continue
         found.append(_Found(m, m.volume_mm3, s.source, s.tracking_uid, s.tracking_id))
+    added: list[_Found] = []
     for c in detected:
         m = measure(vol, c.segmentation)
-        if any(_inside(f.meas, vol, m.center_mm) or _inside(m, vol, f.meas.center_mm) for f in found):
+        if any(_inside(f.meas, vol, m.center_mm) or _inside(m, vol, f.meas.center_mm) for f in found + added):
             continue
-        found.append(_Found(m, m.volume_mm3, "detector"))
-    return found
+        added.append(_Found(m, m.volume_mm3, "detector"))
+    # A seed whose own segmentation failed (an annotation drawn on one slice, off the nodule's
+    # centre, or on thick slices) still names the nodule the detector measured where it points: the
+    # nearest detection whose mask comes within the annotation's radius (to half a voxel) takes its
+    # identity.
+    half_voxel = 0.5 * max(vol.geometry.spacing)
+    for s in unmeasured:
+        if not s.tracking_uid:
+            continue
+        reach = max(s.radius_mm, 2.0) + half_voxel
+        near = [(d, f) for f in added if f.source == "detector"
+                for d in [_distance_to_mask(f.meas, vol, s.center_mm)] if d <= reach]
+        if near:
+            f = min(near, key=lambda t: t[0])[1]
+            f.source, f.tracking_uid, f.tracking_id = s.source, s.tracking_uid, s.tracking_id
+    return found + added
+
+
+def _distance_to_mask(m: NoduleMeasurement, vol: CTVolume, point_mm) -> float:
+    """Distance (mm) from ``point_mm`` to the nearest voxel centre of the nodule's mask."""
+    idx = np.argwhere(m.mask) + np.asarray(m.mask_offset)
+    if idx.size == 0:
+        return float("inf")
+    return float(np.min(np.linalg.norm(vol.geometry.index_to_lps(idx) - np.asarray(point_mm, float), axis=1)))
 
 
 class _PriorSide:

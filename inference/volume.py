@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from .series import SeriesSelectionError, select_series
+from .series import SeriesSelection, SeriesSelectionError, select_series
 from .types import CTVolume, VolumeGeometry
 
 log = logging.getLogger("noduletrack.inference.volume")
@@ -179,7 +179,11 @@ def load_study(inputs: Path | str | Iterable[Path | str]) -> CTVolume:
     Raises :class:`~inference.series.SeriesSelectionError` or :class:`VolumeLoadError` with the reason
     when nothing can be analysed.
     """
-    selection = select_series(inputs)
+    return load_selected(select_series(inputs))
+
+
+def load_selected(selection: SeriesSelection) -> CTVolume:
+    """Load the series a :func:`~inference.series.select_series` call chose (its headers are reused)."""
     log.info("series selected", extra={"fields": {"series": selection.chosen.series_instance_uid,
                                                     "slices": len(selection.chosen.files),
                                                     "spacing_mm": selection.chosen.slice_spacing_mm,
@@ -187,4 +191,5 @@ def load_study(inputs: Path | str | Iterable[Path | str]) -> CTVolume:
     return load_volume(selection.chosen.files, headers=selection.chosen.headers or None)
 
 
-__all__ = ["VolumeLoadError", "SeriesSelectionError", "geometry_from_headers", "load_volume", "load_study"]
+__all__ = ["VolumeLoadError", "SeriesSelectionError", "geometry_from_headers", "load_volume", "load_selected",
+           "load_study"]

@@ -195,6 +195,19 @@ def test_from_tracked_nodule_and_tracking_uid_for_the_sr() -> None:
     assert per.text and per.followup_months_min == r.followup_months_min
 
 
+
+def test_prior_of_the_same_day_or_later_gives_no_interval() -> None:
+    """A same-day (or later-dated) prior gives no interval to grow in: the nodule is assessed on its
+    current size alone (the engine would otherwise reject it, interval > 0, and fail the study)."""
+    for days in (0, -30):
+        tracked = TrackedNodule(
+            tracking_uid="1.2.3.4", tracking_id="Nodule 1", status="tracked",
+            current=_measurement(9.0, 380.0), prior=_measurement(8.0, 268.0), interval_days=days, vdt_days=None,
+        )
+        n = NoduleInput.from_tracked(tracked, DAY)
+        assert n.interval_days is None and n.prior_volume_mm3 is None
+        assert recommend([n], ctx(screening=True)).category
+
 def test_context_from_config_section_with_overrides() -> None:
     from dicom_node.config import GuidelineSection
 

@@ -55,12 +55,13 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     from inference.detection import seeds_from_annotations
-    from inference.series import SeriesSelectionError
-    from inference.volume import VolumeLoadError, load_study
+    from inference.series import SeriesSelectionError, select_series
+    from inference.volume import VolumeLoadError, load_selected
 
     out = Path(args.out)
     t0 = time.perf_counter()
     volumes = {}
+    selections = {}
     for role in ("prior", "current"):
         src = getattr(args, role)
         if src is None:
@@ -70,17 +71,27 @@ def run(args: argparse.Namespace, config: Config) -> int:
             print(f"noduletrack analyze: --{role} {src}: no such directory", file=sys.stderr)
             return 2
         try:
-            volumes[role] = load_study(src)
+            selection = select_series(src)
+            volumes[role] = load_selected(selection)
+            selections[role] = selection
         except (SeriesSelectionError, VolumeLoadError, FileNotFoundError) as exc:
             print(f"noduletrack analyze: the {role} study cannot be analysed: {exc}", file=sys.stderr)
             log_event(log, "series rejected", logging.WARNING, role=role, reason=str(exc))
             return 2
     prior, current = volumes["prior"], volumes["current"]
     load_s = time.perf_counter() - t0
-    annotation_files = [Path(p) for p in args.annotations]
-    if args.prior and not args.annotations:
-        annotation_files = [p for p in Path(args.prior).rglob("*") if p.is_file()]
-    seeds = seeds_from_annotations(annotation_files) if prior is not None else []
+    seeds = []
+    if prior is not None:
+        selection = selections["prior"]
+        # every header of the prior directory was read once by the series selection: the SR/SEG
+        # objects are among the files it set aside, and SCOORD references resolve through the
+        # headers of its CT series (the chosen one and any other reconstruction)
+        references = [h for c in (selection.chosen, *selection.others) for h in c.headers]
+        if args.annotations:
+            annotation_files = [Path(p) for p in args.annotations]
+        else:
+            annotation_files = [path for path, _ in selection.ignored_files]
+        seeds = seeds_from_annotations(annotation_files, reference_slices=references)
 
     bar = None
     if not args.no_progress and sys.stderr.isatty():

@@ -111,6 +111,10 @@ class NoduleInput:
         """From an ``inference.types.TrackedNodule`` (current measurement required)."""
         cur = tracked.current
         prior = None if tracked.status == "new" else tracked.prior  # a new nodule has no prior by definition
+        if tracked.interval_days is None or tracked.interval_days <= 0:
+            # a prior dated the same day or later (the analysis notes it and computes no VDT) gives
+            # no interval to grow in: the nodule is assessed on its current size alone
+            prior = None
         if cur is None:
             raise GuidelineInputError(f"{tracked.tracking_id}: a resolved nodule has no current measurement")
         points: tuple[ForecastPoint, ...] = ()
