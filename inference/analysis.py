@@ -128,8 +128,13 @@ def _inside(m: NoduleMeasurement, vol: CTVolume, point_mm) -> bool:
     return bool(m.mask[tuple(idx)])
 
 
-def _collect(vol: CTVolume, lung: LungMask, seeds: Sequence[Seed], detected: list[Candidate]) -> list[_Found]:
-    """Segment explicit seeds (keeping their UIDs), then add detections not already covered."""
+def _collect(vol: CTVolume, lung: LungMask, seeds: Sequence[Seed], detected: list[Candidate],
+             notes: list[str] | None = None) -> list[_Found]:
+    """Segment explicit seeds (keeping their UIDs), then add detections not already covered.
+
+    An annotation that neither segments nor names a detection is added to ``notes``: the reader
+    should know that a marked nodule was not measured.
+    """
     found: list[_Found] = []
     unmeasured: list[Seed] = []
     for s in seeds:
@@ -153,14 +158,15 @@ def _collect(vol: CTVolume, lung: LungMask, seeds: Sequence[Seed], detected: lis
     # identity.
     half_voxel = 0.5 * max(vol.geometry.spacing)
     for s in unmeasured:
-        if not s.tracking_uid:
-            continue
         reach = max(s.radius_mm, 2.0) + half_voxel
         near = [(d, f) for f in added if f.source == "detector"
                 for d in [_distance_to_mask(f.meas, vol, s.center_mm)] if d <= reach]
-        if near:
+        if near and s.tracking_uid:
             f = min(near, key=lambda t: t[0])[1]
             f.source, f.tracking_uid, f.tracking_id = s.source, s.tracking_uid, s.tracking_id
+        elif not near and notes is not None and s.source == "annotation":
+            name = f"annotated nodule {s.tracking_id}" if s.tracking_id else "an annotated nodule"
+            notes.append(f"{name} at {np.round(s.center_mm, 1).tolist()} could not be segmented there: not measured")
     return found + added
 
 
@@ -265,7 +271,7 @@ def analyze_pair(
             cur_found = _collect(current, lung_c, list(known_nodules), det_c)
             prior_found: list[_Found] = []
         else:
-            prior_found = _collect(prior, lung_p, list(known_nodules) + list(prior_annotations), det_p)
+            prior_found = _collect(prior, lung_p, list(known_nodules) + list(prior_annotations), det_p, notes)
             cur_found = _collect(current, lung_c, [], det_c)
 
     interval = None

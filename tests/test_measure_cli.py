@@ -83,7 +83,8 @@ def test_sr_in_the_prior_directory_seeds_the_analysis(tmp_path: Path) -> None:
     r = _analyze("--prior", str(tmp_path / "prior"), "--current", str(tmp_path / "current"),
                  "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
-    reported = json.loads((tmp_path / "out" / "summary.json").read_text())["nodules"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    reported = summary["nodules"]
     annotated = [n for n in case.nodules if n.current is not None]
     assert {n.tracking_uid for n in annotated} & {r["tracking_uid"] for r in reported}, "no SR identity carried over"
     # every annotated nodule that was measured keeps the annotation's identity (the 5 mm slices of
@@ -92,3 +93,6 @@ def test_sr_in_the_prior_directory_seeds_the_analysis(tmp_path: Path) -> None:
         near = [r for r in reported
                 if np.linalg.norm(np.subtract(r["center_mm"], n.current.center_mm)) < max(3.0, 0.5 * n.current.long_axis_mm)]
         assert all(r["tracking_uid"] == n.tracking_uid for r in near), (n.tracking_id, near)
+        # and one that was not measured is named in the notes, not silently dropped
+        if n.tracking_uid not in {r["tracking_uid"] for r in reported}:
+            assert any(f"annotated nodule {n.tracking_id} " in note for note in summary["notes"]), summary["notes"]
