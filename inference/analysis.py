@@ -10,6 +10,7 @@ classified as new or resolved, so that the pipeline can log and report it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -147,6 +148,11 @@ def _collect(vol: CTVolume, lung: LungMask, seeds: Sequence[Seed], detected: lis
     return found
 
 
+# workers verifying detection candidates (pure NumPy/ndimage/SimpleITK work that releases the GIL);
+# a few crops in flight at a time, so memory stays small
+_VERIFY_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
 class _PriorSide:
     """The prior's lung mask, then its automatic detection, computed in a background thread.
 
@@ -156,8 +162,9 @@ class _PriorSide:
     overlap the main thread's stages.
     """
 
-    def __init__(self, prior: CTVolume) -> None:
+    def __init__(self, prior: CTVolume, verify_pool: ThreadPoolExecutor | None = None) -> None:
         self.timings: dict[str, float] = {}
+        self._verify_pool = verify_pool
         self._cancel = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis-prior")
         self._lung: Future = Future()
@@ -177,7 +184,7 @@ class _PriorSide:
             return []
         t0 = time.perf_counter()
         try:
-            return detect_nodules(prior, lung)
+            return detect_nodules(prior, lung, executor=self._verify_pool)
         finally:
             self.timings["prior_detection"] = time.perf_counter() - t0
 
@@ -214,7 +221,10 @@ def analyze_pair(
     # thread while this one does the current's and the registration. The heavy calls (NumPy, SciPy
     # ndimage, SimpleITK) release the GIL, so on two cores the two sides overlap; the results are
     # the same as computed one after the other.
-    prior_side = _PriorSide(prior) if prior is not None else None
+    # Candidate verification (most of detection's time) of both time points goes to one shared pool,
+    # so both cores stay busy until the last candidate of either side is verified.
+    verify_pool = ThreadPoolExecutor(max_workers=_VERIFY_WORKERS, thread_name_prefix="analysis-verify")
+    prior_side = _PriorSide(prior, verify_pool) if prior is not None else None
     try:
         with _stage(timings, "lung_mask", progress, 0.1):
             try:
@@ -229,12 +239,13 @@ def analyze_pair(
                 notes.append(f"rigid registration: rotation {transform.rotation_deg:.2f}°, translation "
                              f"{np.round(transform.translation_mm, 1).tolist()} mm")
         with _stage(timings, "detection", progress, 0.6):
-            det_c = detect_nodules(current, lung_c)
+            det_c = detect_nodules(current, lung_c, executor=verify_pool)
             det_p = prior_side.detections() if prior_side is not None else []
     finally:
         if prior_side is not None:
             prior_side.close()
             timings.update(prior_side.timings)
+        verify_pool.shutdown(wait=True)
     with _stage(timings, "segmentation", progress, 0.75):
         if prior is None:
             cur_found = _collect(current, lung_c, list(known_nodules), det_c)
