@@ -211,7 +211,8 @@ def test_distance_transform_of_the_high_end_block_is_bitwise_the_whole_arrays() 
         assert not got[outside].any()
         # background anywhere (a lung envelope): the decision "farther than t" on the region is the same
         envelope = blobs > -0.3
-        t = max(sampling[1], sampling[2])
+        envelope[c[0] + 5] = False  # a wall just beyond the region's block, within t of its last slice
+        t = max(sampling[1], sampling[2], 2.0 * sampling[0])
         reach = tuple(int(np.ceil(t / s)) + 1 for s in sampling)
         got = edt(envelope, sampling, upto=upper_end(region, reach)) > t
         want = edt(envelope, sampling) > t
