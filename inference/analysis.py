@@ -10,6 +10,7 @@ classified as new or resolved, so that the pipeline can log and report it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -178,6 +179,11 @@ def _distance_to_mask(m: NoduleMeasurement, vol: CTVolume, point_mm) -> float:
     return float(np.min(np.linalg.norm(vol.geometry.index_to_lps(idx) - np.asarray(point_mm, float), axis=1)))
 
 
+# workers verifying detection candidates (pure NumPy/ndimage/SimpleITK work that releases the GIL);
+# a few crops in flight at a time, so memory stays small
+_VERIFY_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
 class _PriorSide:
     """The prior's lung mask, then its automatic detection, computed in a background thread.
 
@@ -187,8 +193,9 @@ class _PriorSide:
     overlap the main thread's stages.
     """
 
-    def __init__(self, prior: CTVolume) -> None:
+    def __init__(self, prior: CTVolume, verify_pool: ThreadPoolExecutor | None = None) -> None:
         self.timings: dict[str, float] = {}
+        self._verify_pool = verify_pool
         self._cancel = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis-prior")
         self._lung: Future = Future()
@@ -208,7 +215,7 @@ class _PriorSide:
             return []
         t0 = time.perf_counter()
         try:
-            return detect_nodules(prior, lung)
+            return detect_nodules(prior, lung, executor=self._verify_pool)
         finally:
             self.timings["prior_detection"] = time.perf_counter() - t0
 
@@ -245,7 +252,10 @@ def analyze_pair(
     # thread while this one does the current's and the registration. The heavy calls (NumPy, SciPy
     # ndimage, SimpleITK) release the GIL, so on two cores the two sides overlap; the results are
     # the same as computed one after the other.
-    prior_side = _PriorSide(prior) if prior is not None else None
+    # Candidate verification (most of detection's time) of both time points goes to one shared pool,
+    # so both cores stay busy until the last candidate of either side is verified.
+    verify_pool = ThreadPoolExecutor(max_workers=_VERIFY_WORKERS, thread_name_prefix="analysis-verify")
+    prior_side = _PriorSide(prior, verify_pool) if prior is not None else None
     try:
         with _stage(timings, "lung_mask", progress, 0.1):
             try:
@@ -260,12 +270,13 @@ def analyze_pair(
                 notes.append(f"rigid registration: rotation {transform.rotation_deg:.2f}°, translation "
                              f"{np.round(transform.translation_mm, 1).tolist()} mm")
         with _stage(timings, "detection", progress, 0.6):
-            det_c = detect_nodules(current, lung_c)
+            det_c = detect_nodules(current, lung_c, executor=verify_pool)
             det_p = prior_side.detections() if prior_side is not None else []
     finally:
         if prior_side is not None:
             prior_side.close()
             timings.update(prior_side.timings)
+        verify_pool.shutdown(wait=True)
     with _stage(timings, "segmentation", progress, 0.75):
         if prior is None:
             cur_found = _collect(current, lung_c, list(known_nodules), det_c)
@@ -283,50 +294,10 @@ def analyze_pair(
     with _stage(timings, "tracking", progress, 0.95):
         pairs: list[tuple[_Found | None, _Found | None, float | None]] = []
         if prior is not None and transform is not None:
-            mapped = []
-            locals_ = []
-            for f in prior_found:
-                c_cur = transform.to_current(np.asarray(f.meas.center_mm))[None][0]
-                loc = refine_local(prior, current, transform, c_cur, radius_mm=max(20.0, 3 * _radius(f.meas)))
-                locals_.append(loc)
-                mapped.append(loc.to_current(np.asarray(f.meas.center_mm)))
-            mapped_arr = np.asarray(mapped).reshape(-1, 3)
-            matches = match_nodules([f.meas for f in prior_found], mapped_arr, [f.meas for f in cur_found])
-            used_p = {m.prior_index for m in matches}
-            used_c = {m.current_index for m in matches}
-            for m in matches:
-                pairs.append((prior_found[m.prior_index], cur_found[m.current_index], m.confidence))
-            # prior nodules the current detector missed: segment at the mapped position
-            for i, f in enumerate(prior_found):
-                if i in used_p:
-                    continue
-                m_cur = _propagate(current, lung_c, mapped_arr[i], f.meas)
-                if m_cur is not None and not any(_inside(c.meas, current, m_cur.center_mm) for c in cur_found):
-                    d = float(np.linalg.norm(np.asarray(m_cur.center_mm) - mapped_arr[i]))
-                    conf = match_confidence(d, match_tolerance_mm(f.meas.mean_diameter_mm, m_cur.mean_diameter_mm),
-                                            f.meas.volume_mm3, m_cur.volume_mm3)
-                    pairs.append((f, _Found(m_cur, m_cur.volume_mm3, "propagated"), conf))
-                else:
-                    pairs.append((f, None, None))
-                    notes.append(f"prior nodule at {np.round(f.meas.center_mm, 1).tolist()} not found in the current "
-                                 "study: resolved")
-            # current nodules without a prior match: look in the prior at the mapped-back position
-            for j, f in enumerate(cur_found):
-                if j in used_c:
-                    continue
-                back = transform.to_prior(np.asarray(f.meas.center_mm))
-                loc = refine_local(prior, current, transform, np.asarray(f.meas.center_mm),
-                                   radius_mm=max(20.0, 3 * _radius(f.meas)))
-                back = loc.to_prior(np.asarray(f.meas.center_mm))
-                m_pri = _propagate(prior, lung_p, back, f.meas)
-                if m_pri is not None and not any(_inside(p.meas, prior, m_pri.center_mm) for p in prior_found):
-                    mp = loc.to_current(np.asarray(m_pri.center_mm))
-                    d = float(np.linalg.norm(mp - np.asarray(f.meas.center_mm)))
-                    conf = match_confidence(d, match_tolerance_mm(f.meas.mean_diameter_mm, m_pri.mean_diameter_mm),
-                                            m_pri.volume_mm3, f.meas.volume_mm3)
-                    pairs.append((_Found(m_pri, m_pri.volume_mm3, "propagated"), f, conf))
-                else:
-                    pairs.append((None, f, None))
+            # The local refinements and the propagated segmentations are independent of each other:
+            # they run on a pool (NumPy/SimpleITK release the GIL) and are used in the same order.
+            with ThreadPoolExecutor(max_workers=_VERIFY_WORKERS, thread_name_prefix="analysis-track") as pool:
+                pairs = _track(prior, current, transform, lung_p, lung_c, prior_found, cur_found, notes, pool)
         else:
             pairs = [(None, f, None) for f in cur_found]
 
@@ -363,3 +334,59 @@ def analyze_pair(
             ))
     return StudyAnalysis(nodules=tracked, timings=timings, notes=notes, transform=transform,
                          interval_days=interval, current_lung=lung_c, prior_lung=lung_p)
+
+
+def _track(prior: CTVolume, current: CTVolume, transform: RigidTransform, lung_p: LungMask, lung_c: LungMask,
+           prior_found: list[_Found], cur_found: list[_Found], notes: list[str],
+           pool: ThreadPoolExecutor) -> list[tuple[_Found | None, _Found | None, float | None]]:
+    """Match prior and current nodules; look for the unmatched ones at the other time point."""
+    pairs: list[tuple[_Found | None, _Found | None, float | None]] = []
+
+    def refine_prior(f: _Found) -> RigidTransform:
+        c_cur = transform.to_current(np.asarray(f.meas.center_mm))[None][0]
+        return refine_local(prior, current, transform, c_cur, radius_mm=max(20.0, 3 * _radius(f.meas)))
+
+    locals_ = list(pool.map(refine_prior, prior_found))
+    mapped = [loc.to_current(np.asarray(f.meas.center_mm)) for f, loc in zip(prior_found, locals_)]
+    mapped_arr = np.asarray(mapped).reshape(-1, 3)
+    matches = match_nodules([f.meas for f in prior_found], mapped_arr, [f.meas for f in cur_found])
+    used_p = {m.prior_index for m in matches}
+    used_c = {m.current_index for m in matches}
+    for m in matches:
+        pairs.append((prior_found[m.prior_index], cur_found[m.current_index], m.confidence))
+
+    def look_back(f: _Found) -> tuple[RigidTransform, NoduleMeasurement | None]:
+        loc = refine_local(prior, current, transform, np.asarray(f.meas.center_mm),
+                           radius_mm=max(20.0, 3 * _radius(f.meas)))
+        return loc, _propagate(prior, lung_p, loc.to_prior(np.asarray(f.meas.center_mm)), f.meas)
+
+    # both searches are submitted before either is used, so they overlap
+    forward = {i: pool.submit(_propagate, current, lung_c, mapped_arr[i], f.meas)
+               for i, f in enumerate(prior_found) if i not in used_p}
+    backward = {j: pool.submit(look_back, f) for j, f in enumerate(cur_found) if j not in used_c}
+    # prior nodules the current detector missed: segment at the mapped position
+    for i, fut in forward.items():
+        f = prior_found[i]
+        m_cur = fut.result()
+        if m_cur is not None and not any(_inside(c.meas, current, m_cur.center_mm) for c in cur_found):
+            d = float(np.linalg.norm(np.asarray(m_cur.center_mm) - mapped_arr[i]))
+            conf = match_confidence(d, match_tolerance_mm(f.meas.mean_diameter_mm, m_cur.mean_diameter_mm),
+                                    f.meas.volume_mm3, m_cur.volume_mm3)
+            pairs.append((f, _Found(m_cur, m_cur.volume_mm3, "propagated"), conf))
+        else:
+            pairs.append((f, None, None))
+            notes.append(f"prior nodule at {np.round(f.meas.center_mm, 1).tolist()} not found in the current "
+                         "study: resolved")
+    # current nodules without a prior match: look in the prior at the mapped-back position
+    for j, fut in backward.items():
+        f = cur_found[j]
+        loc, m_pri = fut.result()
+        if m_pri is not None and not any(_inside(p.meas, prior, m_pri.center_mm) for p in prior_found):
+            mp = loc.to_current(np.asarray(m_pri.center_mm))
+            d = float(np.linalg.norm(mp - np.asarray(f.meas.center_mm)))
+            conf = match_confidence(d, match_tolerance_mm(f.meas.mean_diameter_mm, m_pri.mean_diameter_mm),
+                                    m_pri.volume_mm3, f.meas.volume_mm3)
+            pairs.append((_Found(m_pri, m_pri.volume_mm3, "propagated"), f, conf))
+        else:
+            pairs.append((None, f, None))
+    return pairs

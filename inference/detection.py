@@ -17,6 +17,7 @@ annotations are in :mod:`inference.seeds` (re-exported here).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,32 +178,41 @@ def _verify(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, seed: Se
     return Candidate(seed, seg, feat)
 
 
-def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40) -> list[Candidate]:
+def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40,
+                   executor: Executor | None = None) -> list[Candidate]:
     """Automatic detector: blob candidates verified by segmentation and shape rules.
 
     Verification runs on a ~1.2 mm grid (:func:`_verification_grid`); the survivors are segmented
     and checked again on the full grid, and only those that pass both are returned.
+
+    ``executor``: the candidates are verified by its workers (each verification is independent and
+    the results are taken in candidate order, so the result is the same as without). The analysis
+    passes one pool shared by both time points, so neither core idles while the other time point's
+    candidates are still being verified.
     """
     # budget the (costly) verification on the most nodule-like candidates
     seeds = sorted(blob_candidates(vol, lung, budget=max_candidates), key=lambda s: -priority(s))[:max_candidates]
     small, small_lung, f = _verification_grid(vol, lung)
-    coarse: list[Candidate] = []
-    for seed in seeds:
-        c = _verify(small, small_lung, seed.center_mm, seed.radius_mm, seed)
-        if c is not None:
-            coarse.append(c)
+    coarse = [c for c in _map(executor, [(small, small_lung, s.center_mm, s.radius_mm, s) for s in seeds])
+              if c is not None]
     coarse = dedupe_candidates(coarse)
     if f == (1, 1, 1):
         return coarse
-    out: list[Candidate] = []
+    jobs = []
     for c in coarse:
         sg = c.segmentation
         peak_mm = small.geometry.index_to_lps(np.asarray(sg.peak_index, float))
         r_eq = 0.5 * (6.0 * max(sg.volume_mm3, 1.0) / np.pi) ** (1 / 3)
-        full = _verify(vol, lung, peak_mm, max(r_eq, 2.0), c.seed)
-        if full is not None:
-            out.append(full)
-    return dedupe_candidates(out)
+        jobs.append((vol, lung, peak_mm, max(r_eq, 2.0), c.seed))
+    return dedupe_candidates([c for c in _map(executor, jobs) if c is not None])
+
+
+def _map(executor: Executor | None, jobs: list[tuple]) -> list[Candidate | None]:
+    """``_verify`` of every job, in order (on ``executor``'s workers when given)."""
+    if executor is None:
+        return [_verify(*job) for job in jobs]
+    futures = [executor.submit(_verify, *job) for job in jobs]
+    return [fut.result() for fut in futures]
 
 
 def dedupe_candidates(cands: list[Candidate]) -> list[Candidate]:

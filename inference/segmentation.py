@@ -25,7 +25,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from .lung import ImageStats, LungMask
-from .morphology import ball_close, ball_open, dilate, edt
+from .morphology import ball_close, ball_open, dilate, edt, upper_end
 from .types import CTVolume
 
 
@@ -108,11 +108,13 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     if not solid.any() or solid.all():
         return None
     blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm (slices may be thicker)
-    from_solid = edt(~solid, sampling)
+    # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
+    from_solid = edt(~solid, sampling, upto=upper_end(region))
     depth = edt(region, sampling)
     plateau = region & ~solid & (from_solid > blur) & (depth > blur)
     if envelope is not None and not envelope.all():
-        plateau &= edt(envelope, sampling) > blur
+        reach = tuple(int(np.ceil(blur / s)) + 1 for s in sampling)
+        plateau &= edt(envelope, sampling, upto=upper_end(region, reach)) > blur
     n = int(plateau.sum())
     if n < 8 or n < 0.05 * int(region.sum()):
         return None
@@ -238,7 +240,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     if not opened.any():
         opened = region & (np.sqrt(d2) <= max(r_in, 1.0))
     # restore margins (lobulation, short spicules) lost by the opening, within the region
-    restored = region & (edt(~opened, sampling) <= rho)
+    restored = region & (edt(~opened, sampling, upto=upper_end(region)) <= rho)
     # what the restoration added back is a spicule or lobulation when it ends there, a vessel stub
     # when the region continues beyond it (the vessel goes on): drop the stubs
     extra = restored & ~opened

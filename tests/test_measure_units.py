@@ -182,3 +182,56 @@ def test_thick_sections_are_analysed_with_a_note() -> None:
     assert vol.geometry.spacing[2] > THIN_SECTION_MM
     notes = analyze_pair(None, vol).notes
     assert any("current series slice spacing" in n and "thin sections" in n for n in notes), notes
+
+
+def test_distance_transform_of_the_high_end_block_is_bitwise_the_whole_arrays() -> None:
+    """``edt(upto=...)`` (segmentation transforms only the block holding the voxels it reads) gives
+    the whole array's float32 values bit for bit where the nearest background lies in the block, and
+    the same threshold decisions within the margin's reach of the other voxels."""
+    from inference.morphology import edt, upper_end
+
+    rng = np.random.default_rng(11)
+    for trial in range(6):
+        shape = (int(rng.integers(20, 40)), int(rng.integers(30, 60)), int(rng.integers(30, 60)))
+        sampling = (float(rng.uniform(0.6, 2.5)), float(rng.uniform(0.5, 1.5)), float(rng.uniform(0.5, 1.5)))
+        blobs = ndi.gaussian_filter(rng.standard_normal(shape), 2.0)
+        region = np.zeros(shape, bool)
+        c = [n // 2 for n in shape]
+        region[c[0] - 5: c[0] + 4, c[1] - 8: c[1] + 6, c[2] - 7: c[2] + 8] = True
+        # background only inside the region (as the solid part of a nodule): exact everywhere in the block
+        solid = region & (blobs > 0.1)
+        solid[tuple(c)] = True
+        hi = upper_end(region)
+        assert all(h < n for h, n in zip(hi, shape))
+        got, want = edt(~solid, sampling, upto=hi), edt(~solid, sampling)
+        blk = tuple(slice(0, h) for h in hi)
+        assert np.array_equal(got[blk], want[blk]), trial
+        outside = np.ones(shape, bool)
+        outside[blk] = False
+        assert not got[outside].any()
+        # background anywhere (a lung envelope): the decision "farther than t" on the region is the same
+        envelope = blobs > -0.3
+        envelope[c[0] + 5] = False  # a wall just beyond the region's block, within t of its last slice
+        t = max(sampling[1], sampling[2], 2.0 * sampling[0])
+        reach = tuple(int(np.ceil(t / s)) + 1 for s in sampling)
+        got = edt(envelope, sampling, upto=upper_end(region, reach)) > t
+        want = edt(envelope, sampling) > t
+        assert np.array_equal(got[region], want[region]), trial
+
+
+def test_detection_on_a_pool_gives_the_same_candidates() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inference.detection import detect_nodules
+    from inference.lung import compute_lung_mask
+    from inference.phantoms import generate_patient
+
+    vol = generate_patient(0, timepoints=1, rows=128).timepoints[0].volume
+    lung = compute_lung_mask(vol)
+    serial = detect_nodules(vol, lung)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pooled = detect_nodules(vol, lung, executor=pool)
+    assert serial, "the phantom should have at least one detection"
+    assert [(c.segmentation.peak_index, c.segmentation.volume_mm3) for c in serial] == \
+        [(c.segmentation.peak_index, c.segmentation.volume_mm3) for c in pooled]
+    assert all(np.array_equal(a.segmentation.mask, b.segmentation.mask) for a, b in zip(serial, pooled))
