@@ -160,8 +160,8 @@ def _collect(vol: CTVolume, lung: LungMask, seeds: Sequence[Seed], detected: lis
     half_voxel = 0.5 * max(vol.geometry.spacing)
     for s in unmeasured:
         reach = max(s.radius_mm, 2.0) + half_voxel
-        near = [(d, f) for f in added if f.source == "detector"
-                for d in [_distance_to_mask(f.meas, vol, s.center_mm)] if d <= reach]
+        distances = [(_distance_to_mask(f.meas, vol, s.center_mm), f) for f in added if f.source == "detector"]
+        near = [(d, f) for d, f in distances if d <= reach]
         if near and s.tracking_uid:
             f = min(near, key=lambda t: t[0])[1]
             f.source, f.tracking_uid, f.tracking_id = s.source, s.tracking_uid, s.tracking_id
