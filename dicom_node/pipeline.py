@@ -97,6 +97,23 @@ def warm_up() -> float:
     return time.perf_counter() - started
 
 
+def warm_up_in_background() -> threading.Thread:
+    """Start :func:`warm_up` on a daemon thread and return it (join it before the process exits).
+
+    ``noduletrack analyze`` calls this first thing: the imports and the weights (~2–3 s, mostly one
+    core) then overlap reading the series instead of following the analysis.
+    """
+    def run() -> None:
+        try:
+            warm_up()
+        except Exception:  # noqa: BLE001 - the steps that need these import them again and report
+            pass
+
+    thread = threading.Thread(target=run, name="warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def _forecast(analysis: Any, prior: Any, current: Any, horizon_days: int, notes: list[str]) -> str:
     """Fill each present nodule's ``forecast``; returns the model version ('' if unavailable)."""
     present = [t for t in analysis.nodules if t.current is not None]

@@ -10,12 +10,10 @@ no lungs, ...) exits with code 2 and says why.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,44 +43,63 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     p.set_defaults(func=run)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".summary-", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+def _load(role: str, src: str | None) -> Any:
+    """The chosen series of one study directory: (selection, volume), or None for no directory.
+
+    Raises :class:`ValueError` subclasses (or FileNotFoundError) that say why it cannot be analysed.
+    """
+    from inference.series import select_series
+    from inference.volume import load_selected
+
+    if src is None:
+        return None
+    if not Path(src).exists():
+        raise FileNotFoundError(f"--{role} {src}: no such directory")
+    selection = select_series(src)
+    return selection, load_selected(selection)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    from inference.detection import seeds_from_annotations
-    from inference.series import SeriesSelectionError, select_series
-    from inference.volume import VolumeLoadError, load_selected
+    from inference.series import SeriesSelectionError
+    from inference.volume import VolumeLoadError
+
+    from ..pipeline import warm_up_in_background
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    volumes = {}
-    selections = {}
-    for role in ("prior", "current"):
-        src = getattr(args, role)
-        if src is None:
-            volumes[role] = None
-            continue
-        if not Path(src).exists():
-            print(f"noduletrack analyze: --{role} {src}: no such directory", file=sys.stderr)
-            return 2
+    roles = ("prior", "current")
+    # the two studies are read at once: much of the reading (file I/O, pixel copies) leaves the GIL
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="load") as pool:
+        futures = {role: pool.submit(_load, role, getattr(args, role)) for role in roles}
+    volumes, selections = {}, {}
+    for role in roles:
         try:
-            selection = select_series(src)
-            volumes[role] = load_selected(selection)
-            selections[role] = selection
+            loaded = futures[role].result()
         except (SeriesSelectionError, VolumeLoadError, FileNotFoundError) as exc:
             print(f"noduletrack analyze: the {role} study cannot be analysed: {exc}", file=sys.stderr)
             log_event(log, "series rejected", logging.WARNING, role=role, reason=str(exc))
             return 2
+        selections[role], volumes[role] = loaded if loaded is not None else (None, None)
     prior, current = volumes["prior"], volumes["current"]
     load_s = time.perf_counter() - t0
+    # the remaining imports and the growth model's weights (~2-3 s, mostly one core) load while the
+    # analysis runs, which leaves a core idle part of the time, instead of after it
+    warm_up = warm_up_in_background()
+    try:
+        return _analyze(args, config, prior, current, selections.get("prior"), out, t0, load_s)
+    finally:
+        warm_up.join()  # a daemon thread stopped mid-import at exit can abort the interpreter
+
+
+def _analyze(args: argparse.Namespace, config: Config, prior: Any, current: Any, prior_selection: Any,
+             out: Path, t0: float, load_s: float) -> int:
+    from inference.detection import seeds_from_annotations
+
+    from ..pipeline import StudyNotAnalysable, run_pipeline, write_json
+
     seeds = []
     if prior is not None:
-        selection = selections["prior"]
+        selection = prior_selection
         # every header of the prior directory was read once by the series selection: the SR/SEG
         # objects are among the files it set aside, and SCOORD references resolve through the
         # headers of its CT series (the chosen one and any other reconstruction)
@@ -105,8 +122,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     # the node's own pipeline: analysis, growth forecast, guideline, SEG/SR/key images, summary.json
-    from ..pipeline import StudyNotAnalysable, run_pipeline
-
     try:
         result = run_pipeline(prior, current, out, config, prior_annotations=seeds, progress=progress)
     except StudyNotAnalysable as exc:
@@ -117,7 +132,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
             bar.close()
     summary = result.summary
     summary.setdefault("timings_s", {})["load"] = round(load_s, 3)
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     n = len(summary["nodules"])
     log_event(log, "analyzed", patient=phi_hash(current.patient_id), nodules=n,
               seconds=round(time.perf_counter() - t0, 2))
