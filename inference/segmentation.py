@@ -93,7 +93,8 @@ def _component_at(mask: np.ndarray, point: tuple[int, int, int], sampling, max_d
 
 
 def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min: float,
-                      sampling: tuple[float, float, float], envelope: np.ndarray | None = None) -> float | None:
+                      sampling: tuple[float, float, float], envelope: np.ndarray | None = None,
+                      tissue: float | None = None) -> float | None:
     """Density of a ground-glass layer around a solid part, or None when there is none.
 
     The edge of a solid nodule is blurred: between it and the parenchyma lies a ramp of intermediate
@@ -103,23 +104,44 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     and their median is subsolid, that median is the ground-glass level. Voxels within a blur width
     of the lung envelope's edge are not counted: at the pleura the wall's partial-volume rim has
     subsolid density too.
+
+    The blur width is taken per axis (an in-plane voxel, at least 1 mm; the slice thickness along
+    z): a solid nodule on thick slices has a ramp as wide as a slice above and below it, which is not
+    a ground-glass layer.
+
+    With ``tissue`` given, the level is refined once: dense ground glass (its upper range reaches
+    the parenchyma–tissue midpoint ``t_solid``) is partly counted as "solid" by the first pass, so
+    the solid part is taken again as what is denser than halfway between the ground glass and
+    soft tissue (the half-maximum of the solid part's own edge) and the plateau measured again.
     """
-    solid = region & (s1 > t_solid)
-    if not solid.any() or solid.all():
-        return None
-    blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm (slices may be thicker)
-    # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
-    from_solid = edt(~solid, sampling, upto=upper_end(region))
-    depth = edt(region, sampling)
-    plateau = region & ~solid & (from_solid > blur) & (depth > blur)
-    if envelope is not None and not envelope.all():
-        reach = tuple(int(np.ceil(blur / s)) + 1 for s in sampling)
-        plateau &= edt(envelope, sampling, upto=upper_end(region, reach)) > blur
-    n = int(plateau.sum())
-    if n < 8 or n < 0.05 * int(region.sum()):
-        return None
-    level = float(np.median(s1[plateau]))
-    if not t_min < level < t_solid:
+    blur = np.array([max(1.0, s) for s in sampling])
+    # distances in units of the blur width per axis: "deeper than a blur width" is a distance > 1
+    unit = tuple(float(s / b) for s, b in zip(sampling, blur))
+
+    def plateau_level(t_core: float) -> float | None:
+        solid = region & (s1 > t_core)
+        if not solid.any() or solid.all():
+            return None
+        # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
+        from_solid = edt(~solid, unit, upto=upper_end(region))
+        depth = edt(region, unit)
+        # strictly farther: a voxel exactly one in-plane voxel from the solid part and from the outer
+        # boundary is the ramp of a solid nodule's blurred edge, not a layer of ground glass
+        plateau = region & ~solid & (from_solid > 1.0 + 1e-4) & (depth > 1.0 + 1e-4)
+        if envelope is not None and not envelope.all():
+            reach = tuple(int(np.ceil(b / s)) + 1 for s, b in zip(sampling, blur))
+            plateau &= edt(envelope, unit, upto=upper_end(region, reach)) > 1.0 + 1e-4
+        n = int(plateau.sum())
+        if n < 8 or n < 0.05 * int(region.sum()):
+            return None
+        return float(np.median(s1[plateau]))
+
+    level = plateau_level(t_solid)
+    if level is not None and tissue is not None and t_min < level < t_solid:
+        refined = plateau_level(max(t_solid, 0.5 * (level + tissue)))
+        if refined is not None and t_min < refined < t_solid:
+            level = refined
+    if level is None or not t_min < level < t_solid:
         return None
     return level
 
@@ -262,7 +284,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         core = depth >= np.max(depth) * 0.6
     core_vals = s1[core]
     solid_core = core_vals > t_solid
-    gg_level = _ground_glass_rim(s1, mask_lo, t_solid, P + min_contrast, sampling, envelope)
+    gg_level = _ground_glass_rim(s1, mask_lo, t_solid, P + min_contrast, sampling, envelope, tissue)
     if gg_level is not None:
         # a solid core inside a ground-glass envelope (part-solid): the nodule's boundary is the
         # ground glass's, so its level sets the half-maximum threshold
@@ -294,7 +316,12 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     frac[interior] = 1.0
     dv = sz * sy * sx
     volume = float(frac.sum() * dv)
-    solid = half & (s1 > t_solid)
+    # the solid component of a subsolid nodule: denser than halfway between its ground glass and soft
+    # tissue (the half-maximum of the solid part's own edge, as the outer boundary is the half-maximum
+    # between parenchyma and the envelope). The parenchyma–tissue midpoint alone lies inside the
+    # range of ground glass (≈ −750…−300 HU), so dense ground glass would count as "solid".
+    t_core = t_solid if D >= t_solid else max(t_solid, 0.5 * (D + tissue))
+    solid = half & (s1 > t_core)
     if solid.any():
         # a vessel crossing ground glass is not a solid component: subsegmental vessels (≤ ~2.4 mm
         # across) are removed by an opening with a 1.2 mm ball, a solid part survives it
