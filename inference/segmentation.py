@@ -92,6 +92,42 @@ def _component_at(mask: np.ndarray, point: tuple[int, int, int], sampling, max_d
     return labels == lab
 
 
+def _solid_part(dense: np.ndarray, sampling: tuple[float, float, float]) -> np.ndarray:
+    """The solid component within ``dense`` (voxels above the solid threshold): a vessel crossing
+    ground glass is not a solid component; subsegmental vessels (≤ ~2.4 mm across) are removed by an
+    opening with a 1.2 mm ball, a solid part survives it."""
+    if not dense.any() or dense.all():
+        return dense
+    return _ball_open(dense, 1.2, sampling)
+
+
+def _without_crossing_vessels(solid: np.ndarray, nodule: np.ndarray, dense_out: np.ndarray,
+                              sampling: tuple[float, float, float]) -> np.ndarray:
+    """The solid part of a subsolid nodule without the vessels that run into it from outside.
+
+    A vessel entering ground glass stays dense inside it and, thicker than the 1.2 mm opening of
+    :func:`_solid_part`, looks like a solid component. Its own thickness is measured where it meets
+    the nodule (``dense_out``: dense voxels outside the nodule, i.e. vessels, next to a solid piece):
+    of each solid piece touching one, only what contains balls larger than that vessel's radius is
+    a solid part (a solid core that a vessel runs into keeps its core; a vessel alone vanishes).
+    """
+    labels, n = ndi.label(solid)
+    if n == 0 or not dense_out.any():
+        return solid
+    vessel_r = edt(dense_out, sampling)
+    step = min(sampling[1:])
+    out = solid.copy()
+    for i in range(1, n + 1):
+        piece = labels == i
+        contact = ndi.binary_dilation(piece, iterations=2) & dense_out & ~nodule
+        if not contact.any():
+            continue
+        r_v = float(vessel_r[contact].max())
+        kept = _ball_open(piece, r_v + 0.5 * step, sampling)
+        out &= ~piece | kept
+    return out
+
+
 def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min: float,
                       sampling: tuple[float, float, float], envelope: np.ndarray | None = None,
                       tissue: float | None = None) -> float | None:
@@ -105,32 +141,26 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     of the lung envelope's edge are not counted: at the pleura the wall's partial-volume rim has
     subsolid density too.
 
-    The blur width is taken per axis (an in-plane voxel, at least 1 mm; the slice thickness along
-    z): a solid nodule on thick slices has a ramp as wide as a slice above and below it, which is not
-    a ground-glass layer.
-
     With ``tissue`` given, the level is refined once: dense ground glass (its upper range reaches
     the parenchyma–tissue midpoint ``t_solid``) is partly counted as "solid" by the first pass, so
     the solid part is taken again as what is denser than halfway between the ground glass and
     soft tissue (the half-maximum of the solid part's own edge) and the plateau measured again.
     """
-    blur = np.array([max(1.0, s) for s in sampling])
-    # distances in units of the blur width per axis: "deeper than a blur width" is a distance > 1
-    unit = tuple(float(s / b) for s, b in zip(sampling, blur))
+    blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm (slices may be thicker)
 
     def plateau_level(t_core: float) -> float | None:
-        solid = region & (s1 > t_core)
+        # the solid part as measured (see _solid_part): specks of dense ground glass and thin vessels
+        # crossing it are not a solid part the ground glass would have to keep its distance from
+        solid = _solid_part(region & (s1 > t_core), sampling)
         if not solid.any() or solid.all():
             return None
         # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
-        from_solid = edt(~solid, unit, upto=upper_end(region))
-        depth = edt(region, unit)
-        # strictly farther: a voxel exactly one in-plane voxel from the solid part and from the outer
-        # boundary is the ramp of a solid nodule's blurred edge, not a layer of ground glass
-        plateau = region & ~solid & (from_solid > 1.0 + 1e-4) & (depth > 1.0 + 1e-4)
+        from_solid = edt(~solid, sampling, upto=upper_end(region))
+        depth = edt(region, sampling)
+        plateau = region & ~solid & (from_solid > blur) & (depth > blur)
         if envelope is not None and not envelope.all():
-            reach = tuple(int(np.ceil(b / s)) + 1 for s, b in zip(sampling, blur))
-            plateau &= edt(envelope, unit, upto=upper_end(region, reach)) > 1.0 + 1e-4
+            reach = tuple(int(np.ceil(blur / s)) + 1 for s in sampling)
+            plateau &= edt(envelope, sampling, upto=upper_end(region, reach)) > blur
         n = int(plateau.sum())
         if n < 8 or n < 0.05 * int(region.sum()):
             return None
@@ -323,9 +353,9 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     t_core = t_solid if D >= t_solid else max(t_solid, 0.5 * (D + tissue))
     solid = half & (s1 > t_core)
     if solid.any():
-        # a vessel crossing ground glass is not a solid component: subsegmental vessels (≤ ~2.4 mm
-        # across) are removed by an opening with a 1.2 mm ball, a solid part survives it
-        solid = _ball_open(solid, 1.2, sampling) if not solid.all() else solid
+        solid = _solid_part(solid, sampling)
+        if D < t_solid and solid.any():
+            solid = _without_crossing_vessels(solid, half, (s1 > t_solid) & ~half & envelope, sampling)
     solid_volume = float(solid.sum() * dv)
 
     bbox = ndi.find_objects(half.astype(np.int8))[0]
