@@ -129,8 +129,7 @@ def _without_crossing_vessels(solid: np.ndarray, nodule: np.ndarray, dense_out: 
 
 
 def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min: float,
-                      sampling: tuple[float, float, float], envelope: np.ndarray | None = None,
-                      tissue: float | None = None) -> float | None:
+                      sampling: tuple[float, float, float], envelope: np.ndarray | None = None) -> float | None:
     """Density of a ground-glass layer around a solid part, or None when there is none.
 
     The edge of a solid nodule is blurred: between it and the parenchyma lies a ramp of intermediate
@@ -141,37 +140,26 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     of the lung envelope's edge are not counted: at the pleura the wall's partial-volume rim has
     subsolid density too.
 
-    With ``tissue`` given, the level is refined once: dense ground glass (its upper range reaches
-    the parenchyma–tissue midpoint ``t_solid``) is partly counted as "solid" by the first pass, so
-    the solid part is taken again as what is denser than halfway between the ground glass and
-    soft tissue (the half-maximum of the solid part's own edge) and the plateau measured again.
+    The solid part is taken as measured (:func:`_solid_part`): specks of dense ground glass above
+    the threshold and thin vessels crossing the ground glass are not a solid part the plateau would
+    have to keep its distance from (with them, dense ground glass showed no plateau at all).
     """
     blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm (slices may be thicker)
-
-    def plateau_level(t_core: float) -> float | None:
-        # the solid part as measured (see _solid_part): specks of dense ground glass and thin vessels
-        # crossing it are not a solid part the ground glass would have to keep its distance from
-        solid = _solid_part(region & (s1 > t_core), sampling)
-        if not solid.any() or solid.all():
-            return None
-        # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
-        from_solid = edt(~solid, sampling, upto=upper_end(region))
-        depth = edt(region, sampling)
-        plateau = region & ~solid & (from_solid > blur) & (depth > blur)
-        if envelope is not None and not envelope.all():
-            reach = tuple(int(np.ceil(blur / s)) + 1 for s in sampling)
-            plateau &= edt(envelope, sampling, upto=upper_end(region, reach)) > blur
-        n = int(plateau.sum())
-        if n < 8 or n < 0.05 * int(region.sum()):
-            return None
-        return float(np.median(s1[plateau]))
-
-    level = plateau_level(t_solid)
-    if level is not None and tissue is not None and t_min < level < t_solid:
-        refined = plateau_level(max(t_solid, 0.5 * (level + tissue)))
-        if refined is not None and t_min < refined < t_solid:
-            level = refined
-    if level is None or not t_min < level < t_solid:
+    solid = _solid_part(region & (s1 > t_solid), sampling)
+    if not solid.any() or solid.all():
+        return None
+    # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
+    from_solid = edt(~solid, sampling, upto=upper_end(region))
+    depth = edt(region, sampling)
+    plateau = region & ~solid & (from_solid > blur) & (depth > blur)
+    if envelope is not None and not envelope.all():
+        reach = tuple(int(np.ceil(blur / s)) + 1 for s in sampling)
+        plateau &= edt(envelope, sampling, upto=upper_end(region, reach)) > blur
+    n = int(plateau.sum())
+    if n < 8 or n < 0.05 * int(region.sum()):
+        return None
+    level = float(np.median(s1[plateau]))
+    if not t_min < level < t_solid:
         return None
     return level
 
@@ -314,7 +302,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         core = depth >= np.max(depth) * 0.6
     core_vals = s1[core]
     solid_core = core_vals > t_solid
-    gg_level = _ground_glass_rim(s1, mask_lo, t_solid, P + min_contrast, sampling, envelope, tissue)
+    gg_level = _ground_glass_rim(s1, mask_lo, t_solid, P + min_contrast, sampling, envelope)
     if gg_level is not None:
         # a solid core inside a ground-glass envelope (part-solid): the nodule's boundary is the
         # ground glass's, so its level sets the half-maximum threshold
