@@ -122,8 +122,15 @@ def _without_crossing_vessels(solid: np.ndarray, nodule: np.ndarray, dense_out: 
         contact = ndi.binary_dilation(piece, iterations=2) & dense_out & ~nodule
         if not contact.any():
             continue
-        r_v = float(vessel_r[contact].max())
-        kept = _ball_open(piece, r_v + 0.5 * step, sampling)
+        rho = float(vessel_r[contact].max()) + 0.5 * step
+        depth = edt(piece, sampling)
+        centres = depth > rho
+        kept = dilate(centres, rho, sampling) & piece if centres.any() else centres
+        if kept.any():
+            # the opening keeps balls of radius rho only, while the core holds balls up to its largest
+            # inscribed radius: its outer layer that much thicker is restored (and a vessel stub as
+            # long, not the vessel)
+            kept = piece & dilate(kept, float(depth.max()) - rho + 0.5 * step, sampling)
         out &= ~piece | kept
     return out
 
