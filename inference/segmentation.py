@@ -15,6 +15,10 @@ Method (all thresholds are relative to densities measured in the same image):
 6. Boundary = half-way between ``P`` and ``D`` (the half-maximum of a blurred edge is the true edge).
    Volume counts interior voxels fully and boundary voxels by their fractional occupancy
    ``(HU − P)/(D − P)`` – partial-volume correction, which matters most for small nodules.
+7. The solid component of a subsolid nodule is what is denser than halfway between its ground glass
+   ``D`` and soft tissue (the same half-maximum rule), without vessels: thin ones by a 1.2 mm
+   opening, thicker ones running into the nodule by an opening with a ball wider than the vessel
+   where it enters.
 """
 
 from __future__ import annotations
