@@ -291,10 +291,15 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     if not opened.any():
         opened = region & (np.sqrt(d2) <= max(r_in, 1.0))
     # restore margins (lobulation, short spicules) lost by the opening, within the region
-    restored = region & (edt(~opened, sampling, upto=upper_end(region)) <= rho)
+    from_body = edt(~opened, sampling, upto=upper_end(region))
+    restored = region & (from_body <= rho)
     # what the restoration added back is a spicule or lobulation when it ends there, a vessel stub
-    # when the region continues beyond it (the vessel goes on): drop the stubs
+    # when the region continues beyond it (the vessel goes on): drop the stubs. A spicule longer
+    # than the opening ball continues beyond too, but it ends near the nodule: a continuation that
+    # stays within the nodule's radius of its body and does not leave the crop is a spicule (kept,
+    # with the stub), one that goes on is a vessel.
     extra = restored & ~opened
+    spicules = np.zeros(region.shape, dtype=bool)
     if extra.any():
         beyond = region & ~restored
         labels, n = ndi.label(extra)
@@ -302,18 +307,32 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
             touching = np.unique(labels[ndi.binary_dilation(beyond) & extra])
             touching = touching[touching > 0]
             if touching.size:
-                restored &= ~np.isin(labels, touching)
+                b_labels, _ = ndi.label(beyond)
+                edge = np.zeros(region.shape, dtype=bool)
+                edge[[0, -1], :, :] = edge[:, [0, -1], :] = edge[:, :, [0, -1]] = True
+                for t in touching:
+                    stub = labels == t
+                    ids = np.unique(b_labels[ndi.binary_dilation(stub) & beyond])
+                    cont = np.isin(b_labels, ids[ids > 0])
+                    if (cont & edge).any() or float(from_body[cont].max()) > r_in:
+                        restored &= ~stub
+                    else:
+                        spicules |= cont | stub
+                restored |= spicules
+    # the nodule's density is read without the spicules (thin: mostly partial volume), on the same
+    # body as without this rule; its boundary includes them
     mask_lo = _component_at(restored, peak, sampling)
+    body_lo = mask_lo & ~spicules
 
     # nodule density from its core: ground glass level if a subsolid part exists, else solid level
-    depth = np.where(mask_lo, inside, 0.0)
+    depth = np.where(body_lo, inside, 0.0)
     # the inner half of the radius: deep enough that blur (slice thickness) has not lowered it
     core = depth >= max(min(sampling), 0.5 * float(np.max(depth)))
     if core.sum() < 8:
         core = depth >= np.max(depth) * 0.6
     core_vals = s1[core]
     solid_core = core_vals > t_solid
-    gg_level = _ground_glass_rim(s1, mask_lo, t_solid, P + min_contrast, sampling, envelope)
+    gg_level = _ground_glass_rim(s1, body_lo, t_solid, P + min_contrast, sampling, envelope)
     if gg_level is not None:
         # a solid core inside a ground-glass envelope (part-solid): the nodule's boundary is the
         # ground glass's, so its level sets the half-maximum threshold
