@@ -307,6 +307,9 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
             touching = np.unique(labels[ndi.binary_dilation(beyond) & extra])
             touching = touching[touching > 0]
             if touching.size:
+                # (at the resolution limit – an opening ball of under two voxels – a strand beyond the
+                # ball is not resolved from noise and neighbouring partial volume: stubs go)
+                resolved = rho >= 2.0 * max(sampling[1:])
                 b_labels, _ = ndi.label(beyond)
                 edge = np.zeros(region.shape, dtype=bool)
                 edge[[0, -1], :, :] = edge[:, [0, -1], :] = edge[:, :, [0, -1]] = True
@@ -314,7 +317,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
                     stub = labels == t
                     ids = np.unique(b_labels[ndi.binary_dilation(stub) & beyond])
                     cont = np.isin(b_labels, ids[ids > 0])
-                    if (cont & edge).any() or float(from_body[cont].max()) > r_in:
+                    if not resolved or (cont & edge).any() or float(from_body[cont].max()) > r_in:
                         restored &= ~stub
                     else:
                         spicules |= cont | stub
