@@ -96,6 +96,25 @@ def _component_at(mask: np.ndarray, point: tuple[int, int, int], sampling, max_d
     return labels == lab
 
 
+def _face_pairs(a: np.ndarray, b: np.ndarray) -> dict[int, set[int]]:
+    """For each label of ``a``, the labels of ``b`` at a face-neighbouring voxel (or the same one)."""
+    out: dict[int, set[int]] = {}
+    for ax in range(3):
+        for sh in (1, -1):
+            src = [slice(None)] * 3
+            dst = [slice(None)] * 3
+            src[ax] = slice(0, -1) if sh == 1 else slice(1, None)
+            dst[ax] = slice(1, None) if sh == 1 else slice(0, -1)
+            la, lb = a[tuple(src)], b[tuple(dst)]
+            m = (la > 0) & (lb > 0)
+            for x, y in set(zip(la[m].tolist(), lb[m].tolist())):
+                out.setdefault(int(x), set()).add(int(y))
+    m = (a > 0) & (b > 0)
+    for x, y in set(zip(a[m].tolist(), b[m].tolist())):
+        out.setdefault(int(x), set()).add(int(y))
+    return out
+
+
 def _solid_part(dense: np.ndarray, sampling: tuple[float, float, float]) -> np.ndarray:
     """The solid component within ``dense`` (voxels above the solid threshold): a vessel crossing
     ground glass is not a solid component; subsegmental vessels (≤ ~2.4 mm across) are removed by an
@@ -121,9 +140,13 @@ def _without_crossing_vessels(solid: np.ndarray, nodule: np.ndarray, dense_out: 
     vessel_r = edt(dense_out, sampling)
     step = min(sampling[1:])
     out = solid.copy()
-    for i in range(1, n + 1):
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(0, b.start - 2), min(n_, b.stop + 2)) for b, n_ in zip(box, solid.shape))
         piece = labels == i
-        contact = ndi.binary_dilation(piece, iterations=2) & dense_out & ~nodule
+        contact = np.zeros(solid.shape, dtype=bool)
+        contact[box] = ndi.binary_dilation(piece[box], iterations=2) & dense_out[box] & ~nodule[box]
         if not contact.any():
             continue
         rho = float(vessel_r[contact].max()) + 0.5 * step
@@ -310,17 +333,25 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
                 # (at the resolution limit – an opening ball of under two voxels – a strand beyond the
                 # ball is not resolved from noise and neighbouring partial volume: stubs go)
                 resolved = rho >= 2.0 * max(sampling[1:])
-                b_labels, _ = ndi.label(beyond)
+                b_labels, nb = ndi.label(beyond)
+                # per continuation: does it leave the crop, how far from the body does it reach
                 edge = np.zeros(region.shape, dtype=bool)
                 edge[[0, -1], :, :] = edge[:, [0, -1], :] = edge[:, :, [0, -1]] = True
+                idx = np.arange(1, nb + 1)
+                leaves = np.asarray(ndi.maximum(edge, b_labels, idx), dtype=bool) if nb else np.zeros(0, bool)
+                reach = np.asarray(ndi.maximum(from_body, b_labels, idx), dtype=float) if nb else np.zeros(0)
+                # which continuations each stub touches (face neighbours, as binary_dilation's)
+                pairs = _face_pairs(labels, b_labels)
+                vessel_stubs = set()
                 for t in touching:
-                    stub = labels == t
-                    ids = np.unique(b_labels[ndi.binary_dilation(stub) & beyond])
-                    cont = np.isin(b_labels, ids[ids > 0])
-                    if not resolved or (cont & edge).any() or float(from_body[cont].max()) > r_in:
-                        restored &= ~stub
+                    ids = pairs.get(int(t), set())
+                    if not resolved or any(leaves[i - 1] or reach[i - 1] > r_in for i in ids):
+                        vessel_stubs.add(int(t))
                     else:
-                        spicules |= cont | stub
+                        spicules |= np.isin(b_labels, list(ids))
+                stubs = np.isin(labels, [int(t) for t in touching])
+                spicules |= stubs & ~np.isin(labels, list(vessel_stubs))
+                restored &= ~(stubs & ~spicules)
                 restored |= spicules
     # the nodule's density is read without the spicules (thin: mostly partial volume), on the same
     # body as without this rule; its boundary includes them
