@@ -121,7 +121,13 @@ def _solid_part(dense: np.ndarray, sampling: tuple[float, float, float]) -> np.n
     opening with a 1.2 mm ball, a solid part survives it."""
     if not dense.any() or dense.all():
         return dense
-    return _ball_open(dense, 1.2, sampling)
+    # (on the box of ``dense``: the opening of a mask lies within it)
+    box = ndi.find_objects(dense.astype(np.int8))[0]
+    box = tuple(slice(max(0, b.start - int(np.ceil(1.2 / sp)) - 1), min(n, b.stop + int(np.ceil(1.2 / sp)) + 1))
+                for b, sp, n in zip(box, sampling, dense.shape))
+    out = np.zeros_like(dense)
+    out[box] = _ball_open(dense[box], 1.2, sampling)
+    return out
 
 
 def _without_crossing_vessels(solid: np.ndarray, nodule: np.ndarray, dense_out: np.ndarray,
