@@ -15,6 +15,10 @@ Method (all thresholds are relative to densities measured in the same image):
 6. Boundary = half-way between ``P`` and ``D`` (the half-maximum of a blurred edge is the true edge).
    Volume counts interior voxels fully and boundary voxels by their fractional occupancy
    ``(HU − P)/(D − P)`` – partial-volume correction, which matters most for small nodules.
+7. The solid component of a subsolid nodule is what is denser than halfway between its ground glass
+   ``D`` and soft tissue (the same half-maximum rule), without vessels: thin ones by a 1.2 mm
+   opening, thicker ones running into the nodule by an opening with a ball wider than the vessel
+   where it enters.
 """
 
 from __future__ import annotations
@@ -92,6 +96,78 @@ def _component_at(mask: np.ndarray, point: tuple[int, int, int], sampling, max_d
     return labels == lab
 
 
+def _face_pairs(a: np.ndarray, b: np.ndarray) -> dict[int, set[int]]:
+    """For each label of ``a``, the labels of ``b`` at a face-neighbouring voxel (or the same one)."""
+    out: dict[int, set[int]] = {}
+    for ax in range(3):
+        for sh in (1, -1):
+            src = [slice(None)] * 3
+            dst = [slice(None)] * 3
+            src[ax] = slice(0, -1) if sh == 1 else slice(1, None)
+            dst[ax] = slice(1, None) if sh == 1 else slice(0, -1)
+            la, lb = a[tuple(src)], b[tuple(dst)]
+            m = (la > 0) & (lb > 0)
+            for x, y in set(zip(la[m].tolist(), lb[m].tolist())):
+                out.setdefault(int(x), set()).add(int(y))
+    m = (a > 0) & (b > 0)
+    for x, y in set(zip(a[m].tolist(), b[m].tolist())):
+        out.setdefault(int(x), set()).add(int(y))
+    return out
+
+
+def _solid_part(dense: np.ndarray, sampling: tuple[float, float, float]) -> np.ndarray:
+    """The solid component within ``dense`` (voxels above the solid threshold): a vessel crossing
+    ground glass is not a solid component; subsegmental vessels (≤ ~2.4 mm across) are removed by an
+    opening with a 1.2 mm ball, a solid part survives it."""
+    if not dense.any() or dense.all():
+        return dense
+    # (on the box of ``dense``: the opening of a mask lies within it)
+    box = ndi.find_objects(dense.astype(np.int8))[0]
+    box = tuple(slice(max(0, b.start - int(np.ceil(1.2 / sp)) - 1), min(n, b.stop + int(np.ceil(1.2 / sp)) + 1))
+                for b, sp, n in zip(box, sampling, dense.shape))
+    out = np.zeros_like(dense)
+    out[box] = _ball_open(dense[box], 1.2, sampling)
+    return out
+
+
+def _without_crossing_vessels(solid: np.ndarray, nodule: np.ndarray, dense_out: np.ndarray,
+                              sampling: tuple[float, float, float]) -> np.ndarray:
+    """The solid part of a subsolid nodule without the vessels that run into it from outside.
+
+    A vessel entering ground glass stays dense inside it and, thicker than the 1.2 mm opening of
+    :func:`_solid_part`, looks like a solid component. Its own thickness is measured where it meets
+    the nodule (``dense_out``: dense voxels outside the nodule, i.e. vessels, next to a solid piece):
+    of each solid piece touching one, only what contains balls larger than that vessel's radius is
+    a solid part (a solid core that a vessel runs into keeps its core; a vessel alone vanishes).
+    """
+    labels, n = ndi.label(solid)
+    if n == 0 or not dense_out.any():
+        return solid
+    vessel_r = edt(dense_out, sampling)
+    step = min(sampling[1:])
+    out = solid.copy()
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(0, b.start - 2), min(n_, b.stop + 2)) for b, n_ in zip(box, solid.shape))
+        piece = labels == i
+        contact = np.zeros(solid.shape, dtype=bool)
+        contact[box] = ndi.binary_dilation(piece[box], iterations=2) & dense_out[box] & ~nodule[box]
+        if not contact.any():
+            continue
+        rho = float(vessel_r[contact].max()) + 0.5 * step
+        depth = edt(piece, sampling)
+        centres = depth > rho
+        kept = dilate(centres, rho, sampling) & piece if centres.any() else centres
+        if kept.any():
+            # the opening keeps balls of radius rho only, while the core holds balls up to its largest
+            # inscribed radius: its outer layer that much thicker is restored (and a vessel stub as
+            # long, not the vessel)
+            kept = piece & dilate(kept, float(depth.max()) - rho + 0.5 * step, sampling)
+        out &= ~piece | kept
+    return out
+
+
 def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min: float,
                       sampling: tuple[float, float, float], envelope: np.ndarray | None = None) -> float | None:
     """Density of a ground-glass layer around a solid part, or None when there is none.
@@ -103,11 +179,15 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     and their median is subsolid, that median is the ground-glass level. Voxels within a blur width
     of the lung envelope's edge are not counted: at the pleura the wall's partial-volume rim has
     subsolid density too.
+
+    The solid part is taken as measured (:func:`_solid_part`): specks of dense ground glass above
+    the threshold and thin vessels crossing the ground glass are not a solid part the plateau would
+    have to keep its distance from (with them, dense ground glass showed no plateau at all).
     """
-    solid = region & (s1 > t_solid)
+    blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm (slices may be thicker)
+    solid = _solid_part(region & (s1 > t_solid), sampling)
     if not solid.any() or solid.all():
         return None
-    blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm (slices may be thicker)
     # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
     from_solid = edt(~solid, sampling, upto=upper_end(region))
     depth = edt(region, sampling)
@@ -240,10 +320,15 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     if not opened.any():
         opened = region & (np.sqrt(d2) <= max(r_in, 1.0))
     # restore margins (lobulation, short spicules) lost by the opening, within the region
-    restored = region & (edt(~opened, sampling, upto=upper_end(region)) <= rho)
+    from_body = edt(~opened, sampling, upto=upper_end(region))
+    restored = region & (from_body <= rho)
     # what the restoration added back is a spicule or lobulation when it ends there, a vessel stub
-    # when the region continues beyond it (the vessel goes on): drop the stubs
+    # when the region continues beyond it (the vessel goes on): drop the stubs. A spicule longer
+    # than the opening ball continues beyond too, but it ends near the nodule: a continuation that
+    # stays within the nodule's radius of its body and does not leave the crop is a spicule (kept,
+    # with the stub), one that goes on is a vessel.
     extra = restored & ~opened
+    spicules = np.zeros(region.shape, dtype=bool)
     if extra.any():
         beyond = region & ~restored
         labels, n = ndi.label(extra)
@@ -251,18 +336,43 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
             touching = np.unique(labels[ndi.binary_dilation(beyond) & extra])
             touching = touching[touching > 0]
             if touching.size:
-                restored &= ~np.isin(labels, touching)
+                # (at the resolution limit – an opening ball of under two voxels – a strand beyond the
+                # ball is not resolved from noise and neighbouring partial volume: stubs go)
+                resolved = rho >= 2.0 * max(sampling[1:])
+                b_labels, nb = ndi.label(beyond)
+                # per continuation: does it leave the crop, how far from the body does it reach
+                edge = np.zeros(region.shape, dtype=bool)
+                edge[[0, -1], :, :] = edge[:, [0, -1], :] = edge[:, :, [0, -1]] = True
+                idx = np.arange(1, nb + 1)
+                leaves = np.asarray(ndi.maximum(edge, b_labels, idx), dtype=bool) if nb else np.zeros(0, bool)
+                reach = np.asarray(ndi.maximum(from_body, b_labels, idx), dtype=float) if nb else np.zeros(0)
+                # which continuations each stub touches (face neighbours, as binary_dilation's)
+                pairs = _face_pairs(labels, b_labels)
+                vessel_stubs = set()
+                for t in touching:
+                    ids = pairs.get(int(t), set())
+                    if not resolved or any(leaves[i - 1] or reach[i - 1] > r_in for i in ids):
+                        vessel_stubs.add(int(t))
+                    else:
+                        spicules |= np.isin(b_labels, list(ids))
+                stubs = np.isin(labels, [int(t) for t in touching])
+                spicules |= stubs & ~np.isin(labels, list(vessel_stubs))
+                restored &= ~(stubs & ~spicules)
+                restored |= spicules
+    # the nodule's density is read without the spicules (thin: mostly partial volume), on the same
+    # body as without this rule; its boundary includes them
     mask_lo = _component_at(restored, peak, sampling)
+    body_lo = mask_lo & ~spicules
 
     # nodule density from its core: ground glass level if a subsolid part exists, else solid level
-    depth = np.where(mask_lo, inside, 0.0)
+    depth = np.where(body_lo, inside, 0.0)
     # the inner half of the radius: deep enough that blur (slice thickness) has not lowered it
     core = depth >= max(min(sampling), 0.5 * float(np.max(depth)))
     if core.sum() < 8:
         core = depth >= np.max(depth) * 0.6
     core_vals = s1[core]
     solid_core = core_vals > t_solid
-    gg_level = _ground_glass_rim(s1, mask_lo, t_solid, P + min_contrast, sampling, envelope)
+    gg_level = _ground_glass_rim(s1, body_lo, t_solid, P + min_contrast, sampling, envelope)
     if gg_level is not None:
         # a solid core inside a ground-glass envelope (part-solid): the nodule's boundary is the
         # ground glass's, so its level sets the half-maximum threshold
@@ -294,11 +404,16 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     frac[interior] = 1.0
     dv = sz * sy * sx
     volume = float(frac.sum() * dv)
-    solid = half & (s1 > t_solid)
+    # the solid component of a subsolid nodule: denser than halfway between its ground glass and soft
+    # tissue (the half-maximum of the solid part's own edge, as the outer boundary is the half-maximum
+    # between parenchyma and the envelope). The parenchyma–tissue midpoint alone lies inside the
+    # range of ground glass (≈ −750…−300 HU), so dense ground glass would count as "solid".
+    t_core = t_solid if D >= t_solid else max(t_solid, 0.5 * (D + tissue))
+    solid = half & (s1 > t_core)
     if solid.any():
-        # a vessel crossing ground glass is not a solid component: subsegmental vessels (≤ ~2.4 mm
-        # across) are removed by an opening with a 1.2 mm ball, a solid part survives it
-        solid = _ball_open(solid, 1.2, sampling) if not solid.all() else solid
+        solid = _solid_part(solid, sampling)
+        if D < t_solid and solid.any():
+            solid = _without_crossing_vessels(solid, half, (s1 > t_solid) & ~half & envelope, sampling)
     solid_volume = float(solid.sum() * dv)
 
     bbox = ndi.find_objects(half.astype(np.int8))[0]

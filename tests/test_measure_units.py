@@ -104,6 +104,101 @@ def test_segmentation_volume_and_axes_of_a_sphere() -> None:
     assert segment_nodule(vol, lung, vol.geometry.lps_to_index(np.array([-70.0, -30.0, -20.0])), radius_hint_mm=4) is None
 
 
+def _subsolid_with_vessel(core_mm: float, vessel_mm: float, gg_hu: float = -450.0) -> tuple[CTVolume, np.ndarray]:
+    """A 16 mm ground-glass nodule (``gg_hu``; with a central solid core of ``core_mm`` when > 0), a
+    straight vessel of ``vessel_mm`` (+40 HU, denser than the ground glass, as on CT) running through
+    it when > 0; 1.5 mm voxels. Returns the volume and the nodule's centre (LPS)."""
+    c = np.array((60.0, 0.0, 10.0))
+    sp = (1.5, 1.5, 1.5)
+    shape = (133, 213, 213)
+    nods = [(tuple(c), 16.0, gg_hu)] + ([(tuple(c), core_mm, 40.0)] if core_mm else [])
+    vol = chest(shape=shape, spacing=sp, nodules=nods, seed=3, noise=30.0)
+    if vessel_mm:
+        g = vol.geometry
+        d = g.index_to_lps(np.indices(shape).reshape(3, -1).T).reshape(shape + (3,)) - c
+        u = np.array([0.6, 0.8, 0.0])
+        r = np.linalg.norm(d - (d @ u)[..., None] * u, axis=-1)
+        occ = np.clip((vessel_mm / 2 - r) / 1.0 + 0.5, 0, 1) * (np.abs(d @ u) < 30)
+        hu = vol.hu.astype(float)
+        hu = np.maximum(hu, hu * (1 - occ) + occ * 40.0)
+        vol = CTVolume(hu=np.rint(hu).astype(np.int16), geometry=g, study_instance_uid=vol.study_instance_uid,
+                       series_instance_uid=vol.series_instance_uid,
+                       frame_of_reference_uid=vol.frame_of_reference_uid, sop_instance_uids=[])
+    return vol, c
+
+
+@pytest.mark.parametrize("core_mm, vessel_mm", [(0.0, 0.0), (0.0, 3.0), (7.0, 0.0), (7.0, 3.0)])
+def test_subsolid_consistency_and_solid_component(core_mm: float, vessel_mm: float) -> None:
+    """Dense ground glass (−450 HU, above the parenchyma–tissue midpoint in places) is not a solid
+    component, nor is a vessel running through it; a solid core is measured at its own size whether
+    or not a vessel runs into it."""
+    from inference.lung import compute_lung_mask
+    from inference.measure import measure
+    from inference.segmentation import segment_nodule
+
+    vol, c = _subsolid_with_vessel(core_mm, vessel_mm)
+    lung = compute_lung_mask(vol)
+    seg = segment_nodule(vol, lung, vol.geometry.lps_to_index(c), radius_hint_mm=8)
+    assert seg is not None
+    m = measure(vol, seg)
+    true_v = math.pi / 6 * 16.0 ** 3
+    assert abs(m.volume_mm3 - true_v) / true_v < 0.10, m.volume_mm3
+    if core_mm:
+        assert m.consistency == "part_solid"
+        core_v = math.pi / 6 * core_mm ** 3
+        assert abs(seg.solid_volume_mm3 - core_v) / core_v < 0.25, seg.solid_volume_mm3
+        assert m.solid_component_mm == pytest.approx(core_mm, abs=1.5)
+    else:
+        assert m.consistency == "ground_glass", (seg.solid_volume_mm3, m.solid_component_mm)
+        assert seg.solid_volume_mm3 == 0.0
+
+
+def _with_strands(nodule_hu: float, case: str) -> tuple[CTVolume, np.ndarray, float]:
+    """A 12 mm nodule (``nodule_hu``) on 1.5 mm voxels with, for ``case``: "spicules", six strands
+    of 2.4 mm radiating 5 mm beyond its surface; "vessel", a vessel of that width running through it
+    across the whole neighbourhood. Returns the volume, the centre and the nodule's true volume
+    (spicules included, the vessel not)."""
+    c = np.array((60.0, 0.0, 10.0))
+    shape = (133, 213, 213)
+    d_mm, length, radius = 12.0, 5.0, 1.2
+    vol = chest(shape=shape, spacing=(1.5, 1.5, 1.5), nodules=[(tuple(c), d_mm, nodule_hu)], seed=3, noise=20.0)
+    g = vol.geometry
+    d = g.index_to_lps(np.indices(shape).reshape(3, -1).T).reshape(shape + (3,)) - c
+    hu = vol.hu.astype(float)
+    rot = np.array([[0.8, 0.6, 0], [-0.6, 0.8, 0], [0, 0, 1]])  # not along the grid axes
+    axes = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float) @ rot
+    true_v = math.pi / 6 * d_mm ** 3
+    strands = [(u, 0.0, d_mm / 2 + length, nodule_hu) for u in axes] if case == "spicules" else \
+        [((axes[0] * 0.8 + axes[2] * 0.6), -40.0, 40.0, 40.0)]
+    for u, t0, t1, value in strands:
+        t = d @ u
+        r = np.linalg.norm(d - t[..., None] * u, axis=-1)
+        occ = np.clip((radius - r) / 1.0 + 0.5, 0, 1) * ((t > t0) & (t < t1))
+        hu = np.maximum(hu, hu * (1 - occ) + occ * value)
+    if case == "spicules":
+        true_v += len(axes) * math.pi * radius ** 2 * length
+    vol = CTVolume(hu=np.rint(hu).astype(np.int16), geometry=g, study_instance_uid=vol.study_instance_uid,
+                   series_instance_uid=vol.series_instance_uid,
+                   frame_of_reference_uid=vol.frame_of_reference_uid, sop_instance_uids=[])
+    return vol, c, true_v
+
+
+@pytest.mark.parametrize("nodule_hu, case", [(40.0, "spicules"), (-500.0, "spicules"), (40.0, "vessel")])
+def test_spicules_are_measured_vessels_are_not(nodule_hu: float, case: str) -> None:
+    """Spicules longer than the vessel-cutting ball, ending near the nodule, are part of its volume
+    (main lost them: −10 % solid, −16 % ground glass); a vessel running through it is cut off."""
+    from inference.lung import compute_lung_mask
+    from inference.measure import measure
+    from inference.segmentation import segment_nodule
+
+    vol, c, true_v = _with_strands(nodule_hu, case)
+    lung = compute_lung_mask(vol)
+    seg = segment_nodule(vol, lung, vol.geometry.lps_to_index(c), radius_hint_mm=6.0)
+    assert seg is not None
+    m = measure(vol, seg)
+    assert abs(m.volume_mm3 - true_v) / true_v < 0.05, (m.volume_mm3, true_v)
+
+
 def test_vdt_and_volume_change_follow_clinical_md() -> None:
     assert volume_doubling_time(100.0, 200.0, 300) == pytest.approx(300.0)
     assert volume_doubling_time(100.0, 100.0, 300) is None  # no growth
