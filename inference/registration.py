@@ -206,6 +206,8 @@ def _crop(vol: CTVolume, center_mm: np.ndarray, radius_mm: float) -> sitk.Image 
 # grid of the exhaustive translation search in refine_local (mm): lung structures that constrain a
 # local shift (vessels, fissures, the wall) are a few mm across, and a ~2 mm grid keeps the search cheap
 _SEARCH_GRID_MM = 2.0
+# extra extent of the moving crop around the fixed one for the gradient descent (its capture range)
+_DESCENT_MARGIN_MM = 10.0
 
 
 def _resampled(img: sitk.Image, center_mm: np.ndarray, half_mm: float, spacing_mm: float, direction: np.ndarray,
@@ -264,8 +266,10 @@ def refine_local(prior: CTVolume, current: CTVolume, glob: RigidTransform, cente
     """
     center = np.asarray(center_current_mm, float)
     fixed = _crop(current, center, radius_mm)
-    moving = _crop(prior, glob.to_prior(center), radius_mm + max_shift_mm + 2 * _SEARCH_GRID_MM)
-    if fixed is None or moving is None:
+    # the gradient descent's moving crop: the fixed one's extent plus its own capture margin
+    moving = _crop(prior, glob.to_prior(center), radius_mm + _DESCENT_MARGIN_MM)
+    search = _crop(prior, glob.to_prior(center), radius_mm + max_shift_mm + 2 * _SEARCH_GRID_MM)
+    if fixed is None or moving is None or search is None:
         return glob
     g_aff = sitk.AffineTransform(3)
     g_aff.SetMatrix(tuple(glob.current_to_prior[:3, :3].ravel()))
@@ -275,7 +279,7 @@ def refine_local(prior: CTVolume, current: CTVolume, glob: RigidTransform, cente
     grid = max(_SEARCH_GRID_MM, float(min(current.geometry.spacing)))
     k = int(np.ceil(max_shift_mm / grid))
     f_arr = _resampled(fixed, center, radius_mm, grid, direction)
-    m_arr = _resampled(moving, center, radius_mm + k * grid, grid, direction, g_aff)
+    m_arr = _resampled(search, center, radius_mm + k * grid, grid, direction, g_aff)
     start = np.zeros(3)
     if f_arr.std() > 1.0 and m_arr.std() > 1.0:
         off_zyx, best, at_zero = ncc_search(f_arr, m_arr)
@@ -296,8 +300,12 @@ def refine_local(prior: CTVolume, current: CTVolume, glob: RigidTransform, cente
     try:
         before = reg.MetricEvaluate(fixed, moving)
         if np.any(start):
-            init.SetOffset(tuple(start))
-            reg.SetInitialTransform(init, inPlace=False)
+            # descend from the search's shift, on a crop of the same size around where it points
+            shifted = _crop(prior, glob.to_prior(center + start), radius_mm + _DESCENT_MARGIN_MM)
+            if shifted is not None:
+                moving = shifted
+                init.SetOffset(tuple(start))
+                reg.SetInitialTransform(init, inPlace=False)
         t = reg.Execute(fixed, moving)
     except RuntimeError:
         return glob
