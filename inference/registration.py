@@ -3,8 +3,9 @@
 Each study has its own Frame of Reference and the patient lies a little differently, so prior
 coordinates must be mapped into the current study before nodules can be matched. A global rigid
 (Euler3D) multi-resolution registration with Mattes mutual information aligns the chest; breathing
-and posture make the residual error position-dependent, so around each nodule a small translation is
-refined on a local crop (normalised correlation, same modality).
+and posture make the residual error position-dependent, so around each nodule a translation is
+refined on a local crop (normalised correlation, same modality): an exhaustive search within 20 mm on
+a ~2 mm grid, then gradient descent from the best shift.
 
 Transforms are kept as 4×4 affine matrices in LPS millimetres (``current → prior``, the ITK
 "fixed → moving" direction) and its inverse, so results are plain numpy and can be stored.
