@@ -41,3 +41,18 @@ def test_vdt_outcome() -> None:
     assert kind == "ok" and e == pytest.approx(0.1)
     kind, e = vdt_outcome(100.0, 200.0, 100, 0.8 * true, True)
     assert kind == "vol_err" and e == pytest.approx(-0.2)
+
+
+def test_perturbed_registration_error_has_the_requested_size() -> None:
+    import numpy as np
+
+    from bench.matchdiag import perturbed
+    from inference.registration import RigidTransform
+
+    t = RigidTransform(np.eye(4))
+    centre = np.array([10.0, -20.0, 30.0])
+    shifted = perturbed(t, centre, 12.0, 0.0, seed=3)
+    assert np.linalg.norm(shifted.to_prior(np.zeros(3))) == pytest.approx(12.0)
+    rotated = perturbed(t, centre, 0.0, 6.0, seed=3)
+    assert np.linalg.norm(rotated.to_prior(centre) - centre) == pytest.approx(0.0, abs=1e-9)
+    assert rotated.rotation_deg == pytest.approx(6.0)
