@@ -3,8 +3,9 @@
 Each study has its own Frame of Reference and the patient lies a little differently, so prior
 coordinates must be mapped into the current study before nodules can be matched. A global rigid
 (Euler3D) multi-resolution registration with Mattes mutual information aligns the chest; breathing
-and posture make the residual error position-dependent, so around each nodule a small translation is
-refined on a local crop (normalised correlation, same modality).
+and posture make the residual error position-dependent, so around each nodule a translation is
+refined on a local crop (normalised correlation, same modality): an exhaustive search within 20 mm on
+a ~2 mm grid, then gradient descent from the best shift.
 
 Transforms are kept as 4×4 affine matrices in LPS millimetres (``current → prior``, the ITK
 "fixed → moving" direction) and its inverse, so results are plain numpy and can be stored.
@@ -203,17 +204,89 @@ def _crop(vol: CTVolume, center_mm: np.ndarray, radius_mm: float) -> sitk.Image 
     return img
 
 
+# grid of the exhaustive translation search in refine_local (mm): lung structures that constrain a
+# local shift (vessels, fissures, the wall) are a few mm across, and a ~2 mm grid keeps the search cheap
+_SEARCH_GRID_MM = 2.0
+# extra extent of the moving crop around the fixed one for the gradient descent (its capture range)
+_DESCENT_MARGIN_MM = 10.0
+
+
+def _resampled(img: sitk.Image, center_mm: np.ndarray, half_mm: float, spacing_mm: float, direction: np.ndarray,
+               transform: sitk.Transform | None = None) -> np.ndarray:
+    """``img`` sampled on a cube of ``±half_mm`` around ``center_mm`` (axes ``direction``), as (z, y, x).
+
+    With ``transform`` (output point → ``img`` point) the cube is defined in the output space and
+    mapped into ``img``; outside ``img`` the value is air (-1000).
+    """
+    n = 2 * int(np.ceil(half_mm / spacing_mm)) + 1
+    half = (n - 1) / 2 * spacing_mm
+    ref = sitk.Image([n, n, n], sitk.sitkFloat32)
+    ref.SetSpacing((spacing_mm,) * 3)
+    ref.SetDirection(tuple(direction.ravel()))
+    ref.SetOrigin(tuple(np.asarray(center_mm, float) - direction @ np.full(3, half)))
+    tx = transform if transform is not None else sitk.Transform(3, sitk.sitkIdentity)
+    out = sitk.Resample(img, ref, tx, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
+
+
+def ncc_search(fixed: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Exhaustive normalised cross-correlation of ``fixed`` over every position inside ``moving``.
+
+    ``moving`` is larger than ``fixed`` by ``2k`` voxels along each axis; returns the offset of the
+    best match relative to the centred position (voxels, same axis order), its correlation, and the
+    correlation at the centred position (zero offset). FFT-based (``scipy.signal.fftconvolve``).
+    """
+    from scipy.signal import fftconvolve
+
+    f = fixed.astype(np.float64) - float(fixed.mean())
+    m = moving.astype(np.float64)
+    nf = f.size
+    ff = float(np.sum(f * f))
+    num = fftconvolve(m, f[::-1, ::-1, ::-1], mode="valid")
+    ones = np.ones(fixed.shape)
+    s1 = fftconvolve(m, ones, mode="valid")
+    s2 = fftconvolve(m * m, ones, mode="valid")
+    var = np.maximum(s2 - s1 * s1 / nf, 0.0)
+    ncc = np.where(var * ff > 1e-9, num / np.sqrt(np.maximum(var * ff, 1e-9)), 0.0)
+    centre = (np.asarray(ncc.shape) - 1) // 2
+    best = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+    return np.asarray(best) - centre, float(ncc[best]), float(ncc[tuple(centre)])
+
+
 def refine_local(prior: CTVolume, current: CTVolume, glob: RigidTransform, center_current_mm: np.ndarray,
-                 *, radius_mm: float = 25.0, max_shift_mm: float = 10.0) -> RigidTransform:
+                 *, radius_mm: float = 25.0, max_shift_mm: float = 20.0) -> RigidTransform:
     """Translation refinement of ``glob`` on a crop around ``center_current_mm``.
 
-    Only a translation is estimated (a small crop does not constrain rotation well); a result that
-    moves more than ``max_shift_mm`` from the global transform is distrusted and ``glob`` returned.
+    Only a translation is estimated (a small crop does not constrain rotation well). Breathing and
+    posture leave local residuals of the global rigid transform that can exceed a gradient-descent
+    optimiser's capture range (~half the structures' size), so the shift is first found by an
+    exhaustive normalised cross-correlation search within ``max_shift_mm`` on a ~2 mm grid, then
+    refined (correlation metric, gradient descent) from there. A result that moves more than
+    ``max_shift_mm`` from the global transform, or does not fit the crop clearly better than the
+    global transform, is distrusted and ``glob`` returned.
     """
-    fixed = _crop(current, np.asarray(center_current_mm, float), radius_mm)
-    moving = _crop(prior, glob.to_prior(np.asarray(center_current_mm, float)), radius_mm + max_shift_mm)
-    if fixed is None or moving is None:
+    center = np.asarray(center_current_mm, float)
+    fixed = _crop(current, center, radius_mm)
+    # the gradient descent's moving crop: the fixed one's extent plus its own capture margin
+    moving = _crop(prior, glob.to_prior(center), radius_mm + _DESCENT_MARGIN_MM)
+    search = _crop(prior, glob.to_prior(center), radius_mm + max_shift_mm + 2 * _SEARCH_GRID_MM)
+    if fixed is None or moving is None or search is None:
         return glob
+    g_aff = sitk.AffineTransform(3)
+    g_aff.SetMatrix(tuple(glob.current_to_prior[:3, :3].ravel()))
+    g_aff.SetTranslation(tuple(glob.current_to_prior[:3, 3]))
+    # coarse exhaustive search: the prior resampled through glob onto a cube of the current's axes
+    direction = np.asarray(current.geometry.direction, float).reshape(3, 3)
+    grid = max(_SEARCH_GRID_MM, float(min(current.geometry.spacing)))
+    k = int(np.ceil(max_shift_mm / grid))
+    f_arr = _resampled(fixed, center, radius_mm, grid, direction)
+    m_arr = _resampled(search, center, radius_mm + k * grid, grid, direction, g_aff)
+    start = np.zeros(3)
+    if f_arr.std() > 1.0 and m_arr.std() > 1.0:
+        off_zyx, best, at_zero = ncc_search(f_arr, m_arr)
+        if best > at_zero:
+            # array axes (z, y, x) are the cube's third, second, first direction columns
+            start = direction @ (off_zyx[::-1].astype(float) * grid)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsCorrelation()
     reg.SetInterpolator(sitk.sitkLinear)
@@ -222,13 +295,18 @@ def refine_local(prior: CTVolume, current: CTVolume, glob: RigidTransform, cente
     reg.SetShrinkFactorsPerLevel([2, 1])
     reg.SetSmoothingSigmasPerLevel([1.5, 0.5])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    g_aff = sitk.AffineTransform(3)
-    g_aff.SetMatrix(tuple(glob.current_to_prior[:3, :3].ravel()))
-    g_aff.SetTranslation(tuple(glob.current_to_prior[:3, 3]))
     reg.SetMovingInitialTransform(g_aff)
-    reg.SetInitialTransform(sitk.TranslationTransform(3), inPlace=False)
+    init = sitk.TranslationTransform(3)
+    reg.SetInitialTransform(init, inPlace=False)
     try:
         before = reg.MetricEvaluate(fixed, moving)
+        if np.any(start):
+            # descend from the search's shift, on a crop of the same size around where it points
+            shifted = _crop(prior, glob.to_prior(center + start), radius_mm + _DESCENT_MARGIN_MM)
+            if shifted is not None:
+                moving = shifted
+                init.SetOffset(tuple(start))
+                reg.SetInitialTransform(init, inPlace=False)
         t = reg.Execute(fixed, moving)
     except RuntimeError:
         return glob

@@ -81,6 +81,47 @@ def test_rigid_registration_recovers_repositioning() -> None:
     assert np.linalg.norm(loc.to_current(p_prior[:1]) - p_cur[:1]) < 2.5
 
 
+def test_local_refinement_recovers_a_large_residual_of_the_global_transform() -> None:
+    """Breathing leaves local residuals beyond a gradient-descent capture range: the exhaustive
+    correlation search finds them (up to max_shift_mm), and a correct global transform is kept."""
+    from inference.registration import RigidTransform
+
+    pose_prior = _pose(0, 0, (0, 0, 0))
+    pose_cur = _pose(3.0, -2.0, (6.0, -4.0, 8.0))
+    prior = chest(pose=pose_prior, seed=1)
+    current = chest(pose=pose_cur, seed=2)
+    tr = register_rigid(prior, current)
+    pts = np.array([[60.0, 10.0, 20.0], [-70.0, -20.0, -40.0]])
+    p_prior = pts @ pose_prior[:3, :3].T + pose_prior[:3, 3]
+    p_cur = pts @ pose_cur[:3, :3].T + pose_cur[:3, 3]
+    for residual in ([0.0, -12.0, 5.0], [14.0, 6.0, -4.0]):
+        m = tr.current_to_prior.copy()
+        m[:3, 3] += residual
+        off = RigidTransform(m)
+        for i in range(len(pts)):
+            assert np.linalg.norm(off.to_current(p_prior[i]) - p_cur[i]) > 12.0
+            loc = refine_local(prior, current, off, p_cur[i])
+            # 4–5 mm voxels: within a voxel
+            assert np.linalg.norm(loc.to_current(p_prior[i]) - p_cur[i]) < 3.0
+    loc = refine_local(prior, current, tr, p_cur[0])
+    assert np.linalg.norm(loc.to_current(p_prior[:1]) - p_cur[:1]) < 2.5
+
+
+def test_ncc_search_finds_a_known_offset() -> None:
+    from inference.registration import ncc_search
+
+    rng = np.random.default_rng(0)
+    moving = ndi.gaussian_filter(rng.normal(size=(30, 32, 34)), 1.5)
+    # fixed is 10 voxels smaller along each axis: the centred position starts at (5, 5, 5)
+    fixed = moving[5 + 2: 5 + 2 + 20, 5 - 3: 5 - 3 + 22, 5 + 1: 5 + 1 + 24]
+    off, best, at_zero = ncc_search(fixed, moving)
+    assert tuple(off) == (2, -3, 1)
+    assert best == pytest.approx(1.0, abs=1e-6) and at_zero < best
+    # a structureless fixed patch correlates with nothing
+    off, best, _ = ncc_search(np.zeros((20, 22, 24)), moving)
+    assert best == 0.0
+
+
 def test_segmentation_volume_and_axes_of_a_sphere() -> None:
     from inference.lung import compute_lung_mask
     from inference.measure import measure
