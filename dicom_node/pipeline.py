@@ -100,8 +100,8 @@ def warm_up() -> float:
 def warm_up_in_background() -> threading.Thread:
     """Start :func:`warm_up` on a daemon thread and return it (join it before the process exits).
 
-    ``noduletrack analyze`` calls this first thing: the imports and the weights (~2–3 s, mostly one
-    core) then overlap reading the series instead of following the analysis.
+    ``noduletrack analyze`` calls this once the series are loaded: the imports and the weights
+    (~2 s, mostly one core) then overlap the analysis instead of following it.
     """
     def run() -> None:
         try:

@@ -38,7 +38,7 @@ def test_missing_directory_and_not_a_chest_exit_2(tmp_path: Path) -> None:
     r = _analyze("--current", str(tmp_path / "water"), "--out", str(tmp_path / "out"))
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "lung" in r.stderr
-    # both studies are read at once; the error names the study that failed (the prior here)
+    # the error names the study that failed (the prior here)
     r = _analyze("--prior", str(tmp_path / "nope"), "--current", str(tmp_path / "water"), "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and "prior study cannot be analysed" in r.stderr and "no such directory" in r.stderr
 

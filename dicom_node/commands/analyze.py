@@ -13,7 +13,6 @@ import argparse
 import logging
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +66,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    roles = ("prior", "current")
-    # the two studies are read at once: much of the reading (file I/O, pixel copies) leaves the GIL
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="load") as pool:
-        futures = {role: pool.submit(_load, role, getattr(args, role)) for role in roles}
     volumes, selections = {}, {}
-    for role in roles:
+    for role in ("prior", "current"):
         try:
-            loaded = futures[role].result()
+            loaded = _load(role, getattr(args, role))
         except (SeriesSelectionError, VolumeLoadError, FileNotFoundError) as exc:
             print(f"noduletrack analyze: the {role} study cannot be analysed: {exc}", file=sys.stderr)
             log_event(log, "series rejected", logging.WARNING, role=role, reason=str(exc))
