@@ -179,9 +179,10 @@ def _distance_to_mask(m: NoduleMeasurement, vol: CTVolume, point_mm) -> float:
     return float(np.min(np.linalg.norm(vol.geometry.index_to_lps(idx) - np.asarray(point_mm, float), axis=1)))
 
 
-# workers verifying detection candidates (pure NumPy/ndimage/SimpleITK work that releases the GIL);
-# a few crops in flight at a time, so memory stays small
-_VERIFY_WORKERS = max(1, min(4, os.cpu_count() or 1))
+# threads verifying detection candidates and refining matches (pure NumPy/ndimage/SimpleITK work
+# that releases the GIL); a few crops in flight at a time, so memory stays small. The analysis keeps
+# this many cores busy; callers can tell from it whether a core is left for other work.
+ANALYSIS_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 class _PriorSide:
@@ -254,7 +255,7 @@ def analyze_pair(
     # the same as computed one after the other.
     # Candidate verification (most of detection's time) of both time points goes to one shared pool,
     # so both cores stay busy until the last candidate of either side is verified.
-    verify_pool = ThreadPoolExecutor(max_workers=_VERIFY_WORKERS, thread_name_prefix="analysis-verify")
+    verify_pool = ThreadPoolExecutor(max_workers=ANALYSIS_WORKERS, thread_name_prefix="analysis-verify")
     prior_side = _PriorSide(prior, verify_pool) if prior is not None else None
     try:
         with _stage(timings, "lung_mask", progress, 0.1):
@@ -296,7 +297,7 @@ def analyze_pair(
         if prior is not None and transform is not None:
             # The local refinements and the propagated segmentations are independent of each other:
             # they run on a pool (NumPy/SimpleITK release the GIL) and are used in the same order.
-            with ThreadPoolExecutor(max_workers=_VERIFY_WORKERS, thread_name_prefix="analysis-track") as pool:
+            with ThreadPoolExecutor(max_workers=ANALYSIS_WORKERS, thread_name_prefix="analysis-track") as pool:
                 pairs = _track(prior, current, transform, lung_p, lung_c, prior_found, cur_found, notes, pool)
         else:
             pairs = [(None, f, None) for f in cur_found]

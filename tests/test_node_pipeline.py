@@ -123,3 +123,25 @@ def test_a_rerun_removes_only_its_own_stale_outputs(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.dcm", "sr.dcm", "summary.json"]
     assert (tmp_path.parent / "escape.dcm").exists()
     _remove_stale_outputs(tmp_path / "missing", ["sr.dcm"])  # no earlier summary: nothing to do
+
+
+@pytest.mark.parametrize("spare_cores", [0, 1])
+def test_background_warm_up_runs_only_on_a_spare_core(spare_cores: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every core taken by the analysis, loading the growth model alongside only slows it
+    (GIL-bound imports); with one to spare the model is loaded by the time the thread ends."""
+    import os
+
+    from dicom_node import pipeline
+    from inference.analysis import ANALYSIS_WORKERS
+
+    monkeypatch.setattr(os, "cpu_count", lambda: ANALYSIS_WORKERS + spare_cores)
+    monkeypatch.setattr(pipeline, "_FORECASTER", None)
+    thread = pipeline.warm_up_in_background()
+    if spare_cores == 0:
+        assert thread is None
+        assert pipeline._FORECASTER is None
+    else:
+        assert thread is not None
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+        assert pipeline._FORECASTER is not None

@@ -77,13 +77,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
         selections[role], volumes[role] = loaded if loaded is not None else (None, None)
     prior, current = volumes["prior"], volumes["current"]
     load_s = time.perf_counter() - t0
-    # the remaining imports and the growth model's weights (~2-3 s, mostly one core) load while the
-    # analysis runs, which leaves a core idle part of the time, instead of after it
+    # with a spare core, the remaining imports and the growth model's weights load while the
+    # analysis runs instead of after it
     warm_up = warm_up_in_background()
     try:
         return _analyze(args, config, prior, current, selections.get("prior"), out, t0, load_s)
     finally:
-        warm_up.join()  # a daemon thread stopped mid-import at exit can abort the interpreter
+        if warm_up is not None:
+            warm_up.join()  # a daemon thread stopped mid-import at exit can abort the interpreter
 
 
 def _analyze(args: argparse.Namespace, config: Config, prior: Any, current: Any, prior_selection: Any,
