@@ -28,6 +28,32 @@ def test_gapped_series_exits_2_with_reason(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
+def test_analyze_ends_without_interpreter_teardown_and_other_commands_with_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``analyze`` (one-shot, torch loaded) exits through ``os._exit`` with its own code after
+    flushing; a command that does not ask for it exits normally."""
+    import os
+
+    from dicom_node import cli
+
+    hard_exits: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        hard_exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "argv", ["noduletrack", "analyze", "--current", str(tmp_path / "nope"),
+                                      "--out", str(tmp_path / "out"), "--no-progress"])
+    with pytest.raises(SystemExit) as stop:
+        cli.entry()
+    assert hard_exits == [2] and stop.value.code == 2
+    monkeypatch.setattr(sys, "argv", ["noduletrack", "guideline", "--help"])
+    with pytest.raises(SystemExit) as stop:
+        cli.entry()
+    assert hard_exits == [2] and stop.value.code == 0
+
+
 def test_missing_directory_and_not_a_chest_exit_2(tmp_path: Path) -> None:
     r = _analyze("--current", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and "no such directory" in r.stderr
@@ -51,6 +77,9 @@ def test_phantom_pair_summary_contract(tmp_path: Path) -> None:
     root = write_patient(patient, tmp_path / "ph")
     r = _analyze("--prior", str(root / "T0"), "--current", str(root / "T1"), "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
+    # the process ends without module teardown (cli.entry): what it printed and logged still arrives
+    assert "summary written to" in r.stdout
+    assert "analyzed" in r.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["outputs"] and "summary.json" in summary["outputs"]
     assert summary["study_instance_uid"] == patient.timepoints[1].volume.study_instance_uid

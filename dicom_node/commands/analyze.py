@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     p.add_argument("--annotations", metavar="PATH", nargs="*", default=[],
                    help="TID 1500 SR / SEG files annotating the prior (default: any SR/SEG found in --prior)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, skip_teardown=True)  # one-shot: see cli.entry
 
 
 def _load(role: str, src: str | None) -> Any:
