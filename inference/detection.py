@@ -31,6 +31,7 @@ from .registration import block_mean
 from .seeds import Seed, SeedSource, seeds_from_annotations
 from .segmentation import NoduleSegmentation, segment_nodule
 from .types import CTVolume, VolumeGeometry
+from .wall import is_embedded, tissue_contact
 
 __all__ = ["Candidate", "Seed", "SeedSource", "detect_nodules", "is_nodule", "is_vessel_like",
            "seeds_from_annotations", "shape_features"]
@@ -175,6 +176,8 @@ def _verify(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, seed: Se
     feat["lung_fraction"] = seed.lung_fraction
     if not is_nodule(feat) or is_vessel_like(feat):
         return None
+    if is_embedded(tissue_contact(vol.hu, seg.mask, seg.offset, (sz, sy, sx), seg.solid_threshold_hu)):
+        return None  # a piece of wall/mediastinum that the lung envelope took in (inference/wall.py)
     return Candidate(seed, seg, feat)
 
 
