@@ -109,3 +109,57 @@ def test_contact_of_an_isolated_nodule_and_of_a_mask_at_the_volume_edge() -> Non
     tc2 = tissue_contact(hu, box, (-5, 10, 10), sp, 0.5 * (LUNG + TISSUE))
     assert 0.0 <= tc2.contact <= 1.0
     assert tissue_contact(hu, np.zeros((3, 3, 3), bool), (0, 0, 0), sp, 0.5 * (LUNG + TISSUE)).contact == 0.0
+
+
+def _mediastinum_or_wall(case: str, seed: int = 0):
+    """1 mm voxels, lung for x ≥ 4 mm, tissue beyond. ``"trachea"``: an air space of the airways
+    (connected to the lungs, so part of the air the lung envelope is closed from) 8 mm from the lung
+    in the mediastinum; ``"juxtapleural"``: a 12 mm nodule sunk 4 mm into the wall. The lung
+    envelope is the air closed with a 12 mm ball, as :func:`inference.lung.compute_lung_mask` does.
+    Returns the volume, the lung mask and the LPS point to verify."""
+    from inference.lung import ImageStats, LungMask
+    from inference.morphology import ball_close
+    from inference.types import CTVolume, VolumeGeometry
+
+    n = (72, 72, 72)
+    z, y, x = _grid((1.0, 1.0, 1.0), 72.0)
+    lung = x >= 4.0
+    if case == "trachea":
+        air = (x + 13.0) ** 2 + y ** 2 + z ** 2 <= 9.0 ** 2
+        tissue = ~lung & ~air
+        point = (-1.0, 0.0, 0.0)  # (z, y, x) mm: in the tissue between the airway and the lung
+    else:
+        air = np.zeros_like(lung)
+        tissue = ~lung | ((x - 6.0) ** 2 + y ** 2 + z ** 2 <= 6.0 ** 2)
+        point = (0.0, 0.0, 8.0)
+    hu = np.where(tissue, TISSUE, np.where(air, -1000.0, LUNG))
+    hu = ndi.gaussian_filter(hu, 0.6) + np.random.default_rng(seed).normal(0.0, 20.0, hu.shape)
+    filled = ball_close(lung | air, 12.0, (1.0, 1.0, 1.0))
+    g = VolumeGeometry(origin=(0.0, 0.0, 0.0), spacing=(1.0, 1.0, 1.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), shape=n)
+    vol = CTVolume(hu=np.rint(hu).astype(np.int16), geometry=g, study_instance_uid="1.2.3", series_instance_uid="1.2.4",
+                   frame_of_reference_uid="1.2.5", sop_instance_uids=[])
+    lm = LungMask(filled=filled, coarse_filled=filled, coarse_air=lung, factors=(1, 1, 1),
+                  stats=ImageStats(air_threshold=-500.0, parenchyma_hu=LUNG, tissue_hu=TISSUE, noise_hu=20.0))
+    idx = np.array([(k - 1) / 2 + c for k, c in zip(n, point)])
+    return vol, lm, g.index_to_lps(idx)
+
+
+def test_verification_rejects_paratracheal_tissue_and_keeps_a_juxtapleural_nodule(monkeypatch) -> None:
+    """End to end through the detector's verification (segmentation + shape rules + this test), with
+    the candidate's Hessian features of the demo's false positive (blobness 0.4–0.5, lung fraction
+    0.7, as at any wall). The paratracheal piece is inside the envelope and passes every shape rule
+    (checked with the wall test switched off); the wall test removes it, and keeps the nodule."""
+    from inference import detection
+    from inference.seeds import Seed
+
+    def verify(case: str):
+        vol, lm, c = _mediastinum_or_wall(case)
+        return detection._verify(vol, lm, c, 6.0, Seed(tuple(c), "detector", blobness=0.5, lung_fraction=0.7))
+
+    assert verify("juxtapleural") is not None
+    assert verify("trachea") is None
+    with monkeypatch.context() as m:
+        m.setattr(detection, "is_embedded", lambda tc: False)
+        piece = verify("trachea")
+        assert piece is not None  # what the detector reported before
+        assert piece.segmentation.juxtapleural and piece.features["d_eq_mm"] >= 10.0
