@@ -37,3 +37,22 @@ def test_elongated_piece_of_a_much_larger_dense_tree_is_a_vessel(feat: dict[str,
 def test_compact_or_self_contained_nodules_are_not_vessels(feat: dict[str, float]) -> None:
     assert is_nodule(feat)
     assert not is_vessel_like(feat)
+
+
+@pytest.mark.parametrize("feat", [
+    _feat(21.43, 1.26, 1.72, 0.43, solidity=0.45, lung_fraction=0.89),  # dev seed 18, current
+    _feat(23.75, 1.51, 1.33, 0.43, solidity=0.48),  # dev seed 37, current
+], ids=["seed18", "seed37"])
+def test_branching_shape_that_is_not_a_ball_is_a_vessel_confluence(feat: dict[str, float]) -> None:
+    assert is_nodule(feat)
+    assert is_vessel_like(feat)
+
+
+@pytest.mark.parametrize("feat", [
+    _feat(23.47, 1.58, 2.08, 0.54, solidity=0.60, lung_fraction=0.68),  # juxtapleural nodule, dev seed 13
+    _feat(23.15, 1.08, 1.97, 0.93, solidity=0.48),  # a ball-like core with a branching mask: nodule
+    _feat(19.39, 1.44, 1.87, 0.23, solidity=0.96, lung_fraction=0.48),  # juxtapleural, halved Hessian
+], ids=["juxtapleural-13", "ball-core", "juxtapleural-22"])
+def test_lobulated_or_juxtapleural_nodules_are_not_confluences(feat: dict[str, float]) -> None:
+    assert is_nodule(feat)
+    assert not is_vessel_like(feat)
