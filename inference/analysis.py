@@ -116,6 +116,11 @@ def _propagate(vol: CTVolume, lung: LungMask, point_mm, other: NoduleMeasurement
         if m is None or any(_inside(f, vol, m.center_mm) for f in found):
             continue  # (the same nodule found with both hints is measured once)
         found.append(m)
+        # Not nodular at its own size is what a leak into vessels looks like (found with a small
+        # hint, the region reaches the crop's edge; at its own, larger size the crop holds more of
+        # the vessel tree and it is elongated), but rejecting it turns a real nodule whose
+        # segmentation leaks into a "new" one (development and held-out phantoms: one pair lost in
+        # each, no VDT gained): the first segmentation is kept.
         m = _remeasure(vol, lung, m) or m
         d = float(np.linalg.norm(np.asarray(m.center_mm) - np.asarray(point_mm, float)))
         if best is None or d < best[0]:
