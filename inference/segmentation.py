@@ -232,6 +232,16 @@ def segment_nodule(
         result = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo)
         if result is None:
             return None
+        if not _compact(result, sampling):
+            # the opening sized at the peak did not cut the vessels off (a tree, not a nodule): the
+            # peak may lie off-centre in a large nodule (on a vessel in or at the edge of ground
+            # glass), where the region is thin. Try the opening sized and centred at the deepest
+            # point of the region within the expected radius of the peak; keep it only if that gives
+            # a compact mask (an already compact result is never changed)
+            alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
+                                centre_on_depth=True)
+            if alt is not None and _compact(alt, sampling):
+                result = alt
         r_eq = 0.5 * (6 * result.volume_mm3 / np.pi) ** (1 / 3)
         # a mask reaching the crop edge is either a nodule larger than its hint (retry with a larger
         # crop) or a leak into vessels: a mask much larger than the hint (a larger crop would only make
@@ -243,9 +253,23 @@ def segment_nodule(
     return result
 
 
+def _compact(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
+    """The detector's shape rules on size, elongation and solidity (:func:`inference.detection.is_nodule`,
+    any size ≥ 2 mm): a vessel tree or a leak along a vessel fails them."""
+    from .detection import is_nodule, shape_features  # (detection imports this module)
+
+    return is_nodule(shape_features(seg, sampling), min_diameter_mm=2.0)
+
+
 def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed: np.ndarray,
                   sampling: tuple[float, float, float], r_hint: float, search_mm: float,
-                  offset: np.ndarray) -> NoduleSegmentation | None:
+                  offset: np.ndarray, centre_on_depth: bool = False) -> NoduleSegmentation | None:
+    """Segment the nodule in one crop (see the module docstring).
+
+    ``centre_on_depth``: the vessel-cutting opening is sized and centred at the deepest point of the
+    region (largest inscribed ball) reachable from the peak within the expected radius, instead of at
+    the peak; None when that is the peak's own depth (nothing different to try).
+    """
     sz, sy, sx = sampling
     hu = hu_c.astype(np.float32)
     # light smoothing (~0.5 mm) for thresholds, more (~1 mm) for finding the peak
@@ -303,6 +327,15 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     region_voxels = int(region.sum())
     # inscribed radius near the peak sets the opening that cuts vessels thinner than the nodule
     inside = edt(region, sampling)
+    if centre_on_depth:
+        # the deepest point of the region within the expected radius of the peak, connected to it
+        # there: in a large nodule whose densest point is a vessel near its edge, the nodule's centre
+        dp2 = ((zz - peak[0]) * sz) ** 2 + ((yy - peak[1]) * sy) ** 2 + ((xx - peak[2]) * sx) ** 2
+        reachable = _component_at(region & (dp2 <= r_hint ** 2), peak, sampling, max_dist_mm=1.5)
+        deep = np.unravel_index(int(np.argmax(np.where(reachable, inside, -1.0))), hu.shape)
+        if inside[deep] <= inside[peak] + 0.5 * max(sampling):
+            return None
+        peak = deep
     # measured at the peak (not the neighbourhood max: a thick vessel next to the nodule would set
     # an opening too wide to cut it off), and no wider than the expected nodule radius allows
     r_in = float(min(inside[peak] + 0.5 * min(sampling), 1.5 * r_hint + 1.0))
@@ -357,7 +390,17 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
                         spicules |= np.isin(b_labels, list(ids))
                 stubs = np.isin(labels, [int(t) for t in touching])
                 spicules |= stubs & ~np.isin(labels, list(vessel_stubs))
-                restored &= ~(stubs & ~spicules)
+                dropped = stubs & ~spicules
+                if centre_on_depth and dropped.any():
+                    # the wide opening of a large nodule leaves its margin (at the pleura, where the
+                    # envelope meets it at an angle, or an oblate shape) as one piece around the body:
+                    # a vessel touching it makes the whole margin a "stub". A stub is where a vessel
+                    # crosses the margin, so only what lies within the opening's radius of the
+                    # vessel's continuation goes.
+                    ids = {i for t in vessel_stubs for i in pairs.get(t, set())
+                           if not resolved or leaves[i - 1] or reach[i - 1] > r_in}
+                    dropped &= dilate(np.isin(b_labels, list(ids)), rho + max(sampling), sampling)
+                restored &= ~dropped
                 restored |= spicules
     # the nodule's density is read without the spicules (thin: mostly partial volume), on the same
     # body as without this rule; its boundary includes them
