@@ -51,6 +51,9 @@ class NoduleSegmentation:
     touches_crop: bool
     opening_mm: float
     region_voxels: int  # size of the low-threshold region before vessel removal (leak indicator)
+    # deepest inscribed radius of the region within the expected radius of the peak / that at the
+    # peak (≫ 1: the peak is off-centre in a larger body, see segment_nodule)
+    depth_ratio: float = 1.0
 
 
 def _ball_open(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float]) -> np.ndarray:
@@ -232,12 +235,13 @@ def segment_nodule(
         result = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo)
         if result is None:
             return None
-        if not _compact(result, sampling):
-            # the opening sized at the peak did not cut the vessels off (a tree, not a nodule): the
-            # peak may lie off-centre in a large nodule (on a vessel in or at the edge of ground
-            # glass), where the region is thin. Try the opening sized and centred at the deepest
-            # point of the region within the expected radius of the peak; keep it only if that gives
-            # a compact mask (an already compact result is never changed)
+        if result.depth_ratio >= DEEPER and not _compact(result, sampling):
+            # the opening sized at the peak did not cut the vessels off (a tree, not a nodule), and
+            # the region is much deeper near the peak than at it: the peak lies off-centre in a large
+            # nodule (on a vessel in or at the edge of ground glass, or pulled to the pleura), where
+            # the region is thin. Try the opening sized and centred at the deepest point of the region
+            # within the expected radius of the peak; keep it only if that gives a compact mask (an
+            # already compact result is never changed)
             alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
                                 centre_on_depth=True)
             if alt is not None and _compact(alt, sampling):
@@ -251,6 +255,11 @@ def segment_nodule(
             return result
         r_hint = max(r_hint, 1.5 * r_eq)
     return result
+
+
+# "much deeper": the opening grows with the inscribed radius, so a point this much deeper would set a
+# ball this much wider (at 1.5× a 2 mm ball becomes 3 mm: vessels of 4–6 mm are cut, not kept)
+DEEPER = 1.5
 
 
 def _compact(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
@@ -327,12 +336,13 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     region_voxels = int(region.sum())
     # inscribed radius near the peak sets the opening that cuts vessels thinner than the nodule
     inside = edt(region, sampling)
+    # the deepest point of the region within the expected radius of the peak, connected to it there:
+    # in a large nodule whose densest point is a vessel near its edge, the nodule's centre
+    dp2 = ((zz - peak[0]) * sz) ** 2 + ((yy - peak[1]) * sy) ** 2 + ((xx - peak[2]) * sx) ** 2
+    reachable = _component_at(region & (dp2 <= r_hint ** 2), peak, sampling, max_dist_mm=1.5)
+    deep = np.unravel_index(int(np.argmax(np.where(reachable, inside, -1.0))), hu.shape)
+    depth_ratio = float(inside[deep] + 0.5 * min(sampling)) / float(inside[peak] + 0.5 * min(sampling))
     if centre_on_depth:
-        # the deepest point of the region within the expected radius of the peak, connected to it
-        # there: in a large nodule whose densest point is a vessel near its edge, the nodule's centre
-        dp2 = ((zz - peak[0]) * sz) ** 2 + ((yy - peak[1]) * sy) ** 2 + ((xx - peak[2]) * sx) ** 2
-        reachable = _component_at(region & (dp2 <= r_hint ** 2), peak, sampling, max_dist_mm=1.5)
-        deep = np.unravel_index(int(np.argmax(np.where(reachable, inside, -1.0))), hu.shape)
         if inside[deep] <= inside[peak] + 0.5 * max(sampling):
             return None
         peak = deep
@@ -482,6 +492,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         touches_crop=touches,
         opening_mm=rho,
         region_voxels=region_voxels,
+        depth_ratio=depth_ratio,
     )
 
 
