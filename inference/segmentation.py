@@ -241,10 +241,13 @@ def segment_nodule(
             # nodule (on a vessel in or at the edge of ground glass, or pulled to the pleura), where
             # the region is thin. Try the opening sized and centred at the deepest point of the region
             # within the expected radius of the peak; keep it only if that gives a compact mask (an
-            # already compact result is never changed)
+            # already compact result is never changed) that is most of its region: a wider ball
+            # centred on the thickest point of a vessel tree carves a compact blob out of it, a
+            # piece many times smaller than the dense region it was cut from (the detector's
+            # junction evidence, which it can only weigh against the blob test at its own scale)
             alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
                                 centre_on_depth=True)
-            if alt is not None and _compact(alt, sampling):
+            if alt is not None and _compact(alt, sampling) and not _carved(alt, sampling):
                 result = alt
         r_eq = 0.5 * (6 * result.volume_mm3 / np.pi) ** (1 / 3)
         # a mask reaching the crop edge is either a nodule larger than its hint (retry with a larger
@@ -268,6 +271,14 @@ def _compact(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> b
     from .detection import is_nodule, shape_features  # (detection imports this module)
 
     return is_nodule(shape_features(seg, sampling), min_diameter_mm=2.0)
+
+
+def _carved(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
+    """A piece cut out of a dense region more than the detector's junction ratio times its volume
+    (:data:`inference.detection.JUNCTION_LEAK_RATIO`)."""
+    from .detection import JUNCTION_LEAK_RATIO
+
+    return seg.region_voxels * float(np.prod(sampling)) > JUNCTION_LEAK_RATIO * max(seg.volume_mm3, 1e-6)
 
 
 def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed: np.ndarray,
