@@ -10,6 +10,12 @@ Method (all thresholds are relative to densities measured in the same image):
    enough to include ground glass), restricted to the envelope.
 4. Vessels leave the region: a morphological opening with a ball of ~half the nodule's inscribed
    radius cuts thin tubes, the seed's component is kept and its margin restored within the region.
+   The inscribed radius is read at the densest point. When that point is off-centre in a large
+   nodule (pulled to the pleura, or on a vessel at the edge of ground glass) the ball is too small
+   and the mask leaks into the vessels: if the result is not compact and the region is much deeper
+   within the expected radius, the opening is sized and centred at that deepest point instead, and
+   that result is kept only if it is compact and not a small piece carved out of a large dense
+   region (see :func:`segment_nodule`).
 5. The nodule's own density ``D`` is read from its core: the ground-glass level when a subsolid
    component is present, else the solid level.
 6. Boundary = half-way between ``P`` and ``D`` (the half-maximum of a blurred edge is the true edge).
