@@ -241,7 +241,7 @@ def segment_nodule(
         result = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo)
         if result is None:
             return None
-        if result.depth_ratio >= DEEPER and not _compact(result, sampling):
+        if attempt == 0 and result.depth_ratio >= DEEPER and not _compact(result, sampling):
             # the opening sized at the peak did not cut the vessels off (a tree, not a nodule), and
             # the region is much deeper near the peak than at it: the peak lies off-centre in a large
             # nodule (on a vessel in or at the edge of ground glass, or pulled to the pleura), where
@@ -250,7 +250,10 @@ def segment_nodule(
             # already compact result is never changed) that is most of its region: a wider ball
             # centred on the thickest point of a vessel tree carves a compact blob out of it, a
             # piece many times smaller than the dense region it was cut from (the detector's
-            # junction evidence, which it can only weigh against the blob test at its own scale)
+            # junction evidence, which it can only weigh against the blob test at its own scale).
+            # On the first crop only: the second, larger one (a nodule larger than its hint) costs
+            # ~4× as much per try, and on dev phantoms the retries there were hilar vessel trees
+            # (3–8 s of CPU per pair, as much as all other crops together)
             alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
                                 centre_on_depth=True)
             if alt is not None and _compact(alt, sampling) and not _carved(alt, sampling):
