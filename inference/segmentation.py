@@ -10,6 +10,12 @@ Method (all thresholds are relative to densities measured in the same image):
    enough to include ground glass), restricted to the envelope.
 4. Vessels leave the region: a morphological opening with a ball of ~half the nodule's inscribed
    radius cuts thin tubes, the seed's component is kept and its margin restored within the region.
+   The inscribed radius is read at the densest point. When that point is off-centre in a large
+   nodule (pulled to the pleura, or on a vessel at the edge of ground glass) the ball is too small
+   and the mask leaks into the vessels: if the result is not compact and the region is much deeper
+   within the expected radius, the opening is sized and centred at that deepest point instead, and
+   that result is kept only if it is compact and not a small piece carved out of a large dense
+   region (see :func:`segment_nodule`).
 5. The nodule's own density ``D`` is read from its core: the ground-glass level when a subsolid
    component is present, else the solid level.
 6. Boundary = half-way between ``P`` and ``D`` (the half-maximum of a blurred edge is the true edge).
@@ -51,6 +57,9 @@ class NoduleSegmentation:
     touches_crop: bool
     opening_mm: float
     region_voxels: int  # size of the low-threshold region before vessel removal (leak indicator)
+    # deepest inscribed radius of the region within the expected radius of the peak / that at the
+    # peak (≫ 1: the peak is off-centre in a larger body, see segment_nodule)
+    depth_ratio: float = 1.0
 
 
 def _ball_open(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float]) -> np.ndarray:
@@ -241,6 +250,23 @@ def segment_nodule(
         result = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo)
         if result is None:
             return None
+        if attempt == 0 and result.depth_ratio >= DEEPER and not _compact(result, sampling):
+            # the opening sized at the peak did not cut the vessels off (a tree, not a nodule), and
+            # the region is much deeper near the peak than at it: the peak lies off-centre in a large
+            # nodule (on a vessel in or at the edge of ground glass, or pulled to the pleura), where
+            # the region is thin. Try the opening sized and centred at the deepest point of the region
+            # within the expected radius of the peak; keep it only if that gives a compact mask (an
+            # already compact result is never changed) that is most of its region: a wider ball
+            # centred on the thickest point of a vessel tree carves a compact blob out of it, a
+            # piece many times smaller than the dense region it was cut from (the detector's
+            # junction evidence, which it can only weigh against the blob test at its own scale).
+            # On the first crop only: the second, larger one (a nodule larger than its hint) costs
+            # ~4× as much per try, and on dev phantoms the retries there were hilar vessel trees
+            # (3–8 s of CPU per pair, as much as all other crops together)
+            alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
+                                centre_on_depth=True)
+            if alt is not None and _compact(alt, sampling) and not _carved(alt, sampling):
+                result = alt
         r_eq = 0.5 * (6 * result.volume_mm3 / np.pi) ** (1 / 3)
         # a mask reaching the crop edge is either a nodule larger than its hint (retry with a larger
         # crop) or a leak into vessels: a mask much larger than the hint (a larger crop would only make
@@ -252,9 +278,36 @@ def segment_nodule(
     return result
 
 
+# "much deeper": the opening grows with the inscribed radius, so a point this much deeper would set a
+# ball this much wider (at 1.5× a 2 mm ball becomes 3 mm: vessels of 4–6 mm are cut, not kept)
+DEEPER = 1.5
+
+
+def _compact(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
+    """The detector's shape rules on size, elongation and solidity (:func:`inference.detection.is_nodule`,
+    any size ≥ 2 mm): a vessel tree or a leak along a vessel fails them."""
+    from .detection import is_nodule, shape_features  # (detection imports this module)
+
+    return is_nodule(shape_features(seg, sampling), min_diameter_mm=2.0)
+
+
+def _carved(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
+    """A piece cut out of a dense region more than the detector's junction ratio times its volume
+    (:data:`inference.detection.JUNCTION_LEAK_RATIO`)."""
+    from .detection import JUNCTION_LEAK_RATIO
+
+    return seg.region_voxels * float(np.prod(sampling)) > JUNCTION_LEAK_RATIO * max(seg.volume_mm3, 1e-6)
+
+
 def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed: np.ndarray,
                   sampling: tuple[float, float, float], r_hint: float, search_mm: float,
-                  offset: np.ndarray) -> NoduleSegmentation | None:
+                  offset: np.ndarray, centre_on_depth: bool = False) -> NoduleSegmentation | None:
+    """Segment the nodule in one crop (see the module docstring).
+
+    ``centre_on_depth``: the vessel-cutting opening is sized and centred at the deepest point of the
+    region (largest inscribed ball) reachable from the peak within the expected radius, instead of at
+    the peak; None when that is the peak's own depth (nothing different to try).
+    """
     sz, sy, sx = sampling
     hu = hu_c.astype(np.float32)
     # light smoothing (~0.5 mm) for thresholds, more (~1 mm) for finding the peak
@@ -312,6 +365,16 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     region_voxels = int(region.sum())
     # inscribed radius near the peak sets the opening that cuts vessels thinner than the nodule
     inside = edt(region, sampling)
+    # the deepest point of the region within the expected radius of the peak, connected to it there:
+    # in a large nodule whose densest point is a vessel near its edge, the nodule's centre
+    dp2 = ((zz - peak[0]) * sz) ** 2 + ((yy - peak[1]) * sy) ** 2 + ((xx - peak[2]) * sx) ** 2
+    reachable = _component_at(region & (dp2 <= r_hint ** 2), peak, sampling, max_dist_mm=1.5)
+    deep = np.unravel_index(int(np.argmax(np.where(reachable, inside, -1.0))), hu.shape)
+    depth_ratio = float(inside[deep] + 0.5 * min(sampling)) / float(inside[peak] + 0.5 * min(sampling))
+    if centre_on_depth:
+        if inside[deep] <= inside[peak] + 0.5 * max(sampling):
+            return None
+        peak = deep
     # measured at the peak (not the neighbourhood max: a thick vessel next to the nodule would set
     # an opening too wide to cut it off), and no wider than the expected nodule radius allows
     r_in = float(min(inside[peak] + 0.5 * min(sampling), 1.5 * r_hint + 1.0))
@@ -365,7 +428,17 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
                         spicules |= np.isin(b_labels, list(ids))
                 stubs = np.isin(labels, [int(t) for t in touching])
                 spicules |= stubs & ~np.isin(labels, list(vessel_stubs))
-                restored &= ~(stubs & ~spicules)
+                dropped = stubs & ~spicules
+                if centre_on_depth and dropped.any():
+                    # the wide opening of a large nodule leaves its margin (at the pleura, where the
+                    # envelope meets it at an angle, or an oblate shape) as one piece around the body:
+                    # a vessel touching it makes the whole margin a "stub". A stub is where a vessel
+                    # crosses the margin, so only what lies within the opening's radius of the
+                    # vessel's continuation goes.
+                    ids = {i for t in vessel_stubs for i in pairs.get(t, set())
+                           if not resolved or leaves[i - 1] or reach[i - 1] > r_in}
+                    dropped &= dilate(np.isin(b_labels, list(ids)), rho + max(sampling), sampling)
+                restored &= ~dropped
                 restored |= spicules
     # the nodule's density is read without the spicules (thin: mostly partial volume), on the same
     # body as without this rule; its boundary includes them
@@ -447,6 +520,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         touches_crop=touches,
         opening_mm=rho,
         region_voxels=region_voxels,
+        depth_ratio=depth_ratio,
     )
 
 
