@@ -20,11 +20,12 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .detection import Candidate, Seed, detect_nodules, is_nodule, shape_features
+from .detection import Candidate, Seed, detect_nodules
 from .lung import LungMask, compute_lung_mask
 from .measure import measure
 from .registration import RigidTransform, refine_local, register_rigid
 from .segmentation import segment_nodule
+from .shape import is_nodule, shape_features
 from .tracking import match_confidence, match_nodules, match_tolerance_mm, mint_tracking_uid, volume_change_pct, volume_doubling_time
 from .types import CTVolume, NoduleMeasurement, TrackedNodule
 

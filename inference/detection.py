@@ -6,8 +6,8 @@
    from vessels (one eigenvalue ≈ 0). Outside the lung envelope the image is set to the parenchyma
    level so the chest wall does not respond, while juxtapleural nodules (inside the envelope) do.
 2. **Verification** (here) – each candidate is segmented (``segmentation.py``) and kept if its shape
-   is nodular: equivalent diameter ≥ 4 mm, not elongated (principal-axis ratio), compact, and not a
-   leak into a vessel tree.
+   is nodular by the rules of :mod:`inference.shape`: equivalent diameter ≥ 4 mm, not elongated
+   (principal-axis ratio), compact, and not a leak into a vessel tree.
 
 The thresholds are shape and physics rules (a vessel is a tube, a nodule is not; ground glass is at
 least a few noise SDs above the parenchyma), not values fitted to a data set. Seeds from tracking and
@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.ndimage as ndi
-from scipy.spatial import ConvexHull, QhullError
 
 from .candidates import blob_candidates, priority
 from .lung import LungMask
@@ -30,6 +29,7 @@ from .morphology import block_any
 from .registration import block_mean
 from .seeds import Seed, SeedSource, seeds_from_annotations
 from .segmentation import NoduleSegmentation, segment_nodule
+from .shape import is_nodule, is_vessel_like, shape_features
 from .types import CTVolume, VolumeGeometry
 from .wall import is_embedded, tissue_contact
 
@@ -38,111 +38,12 @@ __all__ = ["Candidate", "Seed", "SeedSource", "detect_nodules", "is_nodule", "is
 
 log = logging.getLogger("noduletrack.inference.detection")
 
-MIN_DIAMETER_MM = 4.0
-MAX_ELONGATION = 2.6  # ratio of largest to smallest principal SD; vessels are ≫ 3
-MIN_SOLIDITY = 0.45  # mask / convex hull volume: branching vessel trees fall far below
-MAX_DIAMETER_MM = 40.0  # beyond 30 mm a lesion is a mass; 40 leaves room for measurement error
-
 
 @dataclass
 class Candidate:
     seed: Seed
     segmentation: NoduleSegmentation
     features: dict[str, float] = field(default_factory=dict)
-
-
-def shape_features(seg: NoduleSegmentation, spacing_zyx: tuple[float, float, float]) -> dict[str, float]:
-    """Equivalent diameter, elongation (principal SD ratio), compactness and leak of a segmentation."""
-    sp = np.asarray(spacing_zyx, dtype=float)
-    pts = np.argwhere(seg.mask).astype(float) * sp
-    d_eq = float((6.0 * seg.volume_mm3 / np.pi) ** (1 / 3)) if seg.volume_mm3 > 0 else 0.0
-    if len(pts) >= 4:
-        # a voxel has extent: a uniform box of side s adds s²/12 variance along each axis (without
-        # it a nodule that is one thick slice deep would look infinitely flat)
-        ev = np.linalg.eigvalsh(np.cov(pts.T) + np.diag(sp ** 2 / 12.0))
-        elong = float(np.sqrt(ev[-1] / max(ev[0], 1e-6)))
-    else:
-        elong = 99.0
-    dv = float(np.prod(spacing_zyx))
-    # solidity: mask volume / convex hull volume (vessel trees ≪ nodules, even spiculated ones)
-    solidity = 1.0
-    if len(pts) >= 10:
-        try:
-            hull = ConvexHull(pts)
-            solidity = float(min(1.0, seg.mask.sum() * dv / max(hull.volume + 0.5 * hull.area * min(spacing_zyx), 1e-6)))
-        except QhullError:
-            solidity = 1.0
-    bbox_vol = float(np.prod(seg.mask.shape)) * dv
-    fill = float(seg.mask.sum() * dv / max(bbox_vol, 1e-6))
-    leak = float(seg.region_voxels * dv / max(seg.volume_mm3, 1e-6))
-    return {"d_eq_mm": d_eq, "elongation": elong, "fill": fill, "leak": leak, "solidity": solidity,
-            "contrast_hu": seg.nodule_hu - seg.parenchyma_hu}
-
-
-def is_nodule(feat: dict[str, float], *, min_diameter_mm: float = MIN_DIAMETER_MM) -> bool:
-    """Nodular shape: size in range, not elongated (vessel), compact (not a vessel tree).
-
-    ``min_diameter_mm`` is lowered for a nodule already known at the other time point (it may have
-    shrunk below the detection size)."""
-    return (min_diameter_mm <= feat["d_eq_mm"] <= MAX_DIAMETER_MM and feat["elongation"] <= MAX_ELONGATION
-            and feat["solidity"] >= MIN_SOLIDITY)
-
-
-# Vessel evidence (shape of the segmented mask and of the image at the blob's scale), see
-# :func:`is_vessel_like`. Chosen on development phantoms (seeds 0–99) to reject vessel pieces without
-# losing nodules; they are geometric ratios, not densities, so they do not depend on the scanner.
-TUBE_ELONGATION = 1.75  # principal SD ratio above which a mask is tube-like …
-TUBE_BLOBNESS = 0.60  # … unless the Hessian at the blob's scale says "sphere" (λmin/λmax ≥ this)
-MIN_BLOBNESS_IN_LUNG = 0.30  # inside the lung (not at the wall) a nodule is at least this spherical
-SMALL_LEAK_DIAMETER_MM = 6.0  # a small "nodule" …
-CONFLUENCE_DIAMETER_MM = 10.0  # a large "nodule" …
-CONFLUENCE_LEAK_RATIO = 5.0  # … cut out of a dense region > 5× its volume …
-CONFLUENCE_BLOBNESS = 0.55  # … that is not a sphere at its scale is a vessel confluence (hilum)
-SMALL_LEAK_RATIO = 15.0  # … cut out of a dense region > 15× its volume is a vessel junction
-JUNCTION_LEAK_RATIO = 8.0  # any piece cut out of a dense region > 8× its volume …
-JUNCTION_BLOBNESS = 0.55  # … that is not a sphere at its scale is a junction, wherever it lies
-BRANCHING_SOLIDITY = 0.55  # a mask filling less of its convex hull is branching (MIN_SOLIDITY is for trees)
-
-
-def is_vessel_like(feat: dict[str, float]) -> bool:
-    """Vessel pieces that pass the basic shape rules (:func:`is_nodule`).
-
-    * tube-like both ways: an elongated mask *and* a Hessian with one weak eigenvalue;
-    * not a blob at its own scale although surrounded by lung (at the wall the lung envelope cuts a
-      juxtapleural nodule in half, which lowers its Hessian sphericity, so this is not applied there);
-    * a small compact piece cut by the vessel opening out of a far larger dense tree (a junction or
-      a vessel seen end-on); a small nodule on a vessel keeps most of its grown region;
-    * a large piece of a much larger dense region that is not spherical at its own scale: where
-      hilar vessels meet, the opening leaves a thick confluence that is neither tube nor ball;
-    * the same at any size and also at the lung boundary (hilum, mediastinum): a piece that the
-      opening cut out of a dense region many times its own volume *and* that is not a ball at its
-      scale is a vessel junction. The lung-boundary exemption of the rules above exists because the
-      envelope halves a juxtapleural nodule's Hessian sphericity; but the region grown for such a
-      nodule is confined to the envelope, so it does not leak into a vessel tree many times its size;
-    * an elongated piece cut out of a dense region many times its own volume is a vessel segment
-      whatever the Hessian says: at the blob's scale a bifurcation looks like a ball, while a nodule
-      on a vessel tree stays compact once the opening has cut the vessels off (on development
-      phantoms, seeds 0–39, every true detection with such a leak had elongation ≤ 1.5);
-    * a branching shape – the mask fills little of its convex hull – that is not a ball at its scale
-      either is a confluence of vessels; a lobulated or spiculated nodule fills most of its hull or
-      has a ball-like core (on seeds 0–39 no true detection had solidity < 0.6; the confluences
-      that passed had 0.45–0.49 and a Hessian sphericity ≤ 0.52).
-    """
-    blob = feat.get("blobness", 1.0)
-    if feat["elongation"] > TUBE_ELONGATION and feat["leak"] > JUNCTION_LEAK_RATIO:
-        return True
-    if feat["solidity"] < BRANCHING_SOLIDITY and blob < JUNCTION_BLOBNESS:
-        return True
-    if feat["elongation"] > TUBE_ELONGATION and blob < TUBE_BLOBNESS:
-        return True
-    if blob < MIN_BLOBNESS_IN_LUNG and feat.get("lung_fraction", 1.0) >= 0.9:
-        return True
-    if (feat["d_eq_mm"] >= CONFLUENCE_DIAMETER_MM and feat["leak"] > CONFLUENCE_LEAK_RATIO
-            and blob < CONFLUENCE_BLOBNESS and feat.get("lung_fraction", 1.0) >= 0.9):
-        return True
-    if feat["leak"] > JUNCTION_LEAK_RATIO and blob < JUNCTION_BLOBNESS:
-        return True
-    return feat["d_eq_mm"] < SMALL_LEAK_DIAMETER_MM and feat["leak"] > SMALL_LEAK_RATIO
 
 
 VERIFY_VOXEL_MM = 1.2  # verification grid: finer voxels are block-averaged towards this size

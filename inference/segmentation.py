@@ -36,6 +36,7 @@ import scipy.ndimage as ndi
 
 from .lung import ImageStats, LungMask
 from .morphology import ball_close, ball_open, dilate, edt, upper_end
+from .shape import JUNCTION_LEAK_RATIO, is_nodule, shape_features
 from .types import CTVolume
 
 
@@ -250,7 +251,8 @@ def segment_nodule(
         result = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo)
         if result is None:
             return None
-        if attempt == 0 and result.depth_ratio >= DEEPER and not _compact(result, sampling):
+        if (attempt == 0 and result.depth_ratio >= DEEPER
+                and not is_nodule(shape_features(result, sampling), min_diameter_mm=2.0)):
             # the opening sized at the peak did not cut the vessels off (a tree, not a nodule), and
             # the region is much deeper near the peak than at it: the peak lies off-centre in a large
             # nodule (on a vessel in or at the edge of ground glass, or pulled to the pleura), where
@@ -265,7 +267,7 @@ def segment_nodule(
             # (3–8 s of CPU per pair, as much as all other crops together)
             alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
                                 centre_on_depth=True)
-            if alt is not None and _compact(alt, sampling) and not _carved(alt, sampling):
+            if alt is not None and _retry_is_better(alt, sampling):
                 result = alt
         r_eq = 0.5 * (6 * result.volume_mm3 / np.pi) ** (1 / 3)
         # a mask reaching the crop edge is either a nodule larger than its hint (retry with a larger
@@ -283,20 +285,12 @@ def segment_nodule(
 DEEPER = 1.5
 
 
-def _compact(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
-    """The detector's shape rules on size, elongation and solidity (:func:`inference.detection.is_nodule`,
-    any size ≥ 2 mm): a vessel tree or a leak along a vessel fails them."""
-    from .detection import is_nodule, shape_features  # (detection imports this module)
-
-    return is_nodule(shape_features(seg, sampling), min_diameter_mm=2.0)
-
-
-def _carved(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
-    """A piece cut out of a dense region more than the detector's junction ratio times its volume
-    (:data:`inference.detection.JUNCTION_LEAK_RATIO`)."""
-    from .detection import JUNCTION_LEAK_RATIO
-
-    return seg.region_voxels * float(np.prod(sampling)) > JUNCTION_LEAK_RATIO * max(seg.volume_mm3, 1e-6)
+def _retry_is_better(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
+    """Is a retry's result a nodule by the detector's shape rules on size (≥ 2 mm), elongation and
+    solidity (:func:`inference.shape.is_nodule`), and not a piece carved out of a dense region more
+    than the junction ratio times its volume (:data:`inference.shape.JUNCTION_LEAK_RATIO`)?"""
+    feat = shape_features(seg, sampling)
+    return is_nodule(feat, min_diameter_mm=2.0) and feat["leak"] <= JUNCTION_LEAK_RATIO
 
 
 def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed: np.ndarray,

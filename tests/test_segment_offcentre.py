@@ -76,7 +76,7 @@ def test_large_juxtapleural_ground_glass_with_off_centre_peak_is_compact_and_mea
     """Main: the peak lands ~5 mm off-centre, the opening is 2.2 mm, the mask leaks along both
     vessels (solidity 0.32, +35 % volume) and fails the detector's shape rules."""
     import inference.segmentation as S
-    from inference.detection import MIN_SOLIDITY, is_nodule, shape_features
+    from inference.shape import MIN_SOLIDITY, is_nodule, shape_features
 
     vol, lung, c, true_v = ggn
     calls = _counting(monkeypatch)

@@ -1,4 +1,4 @@
-"""The detector's vessel rules (:func:`inference.detection.is_vessel_like`) on measured features.
+"""The detector's vessel rules (:func:`inference.shape.is_vessel_like`) on measured features.
 
 The feature values are those the verification measured on development phantoms (seeds in the
 names): vessel pieces that passed every shape rule, and true nodules they must not catch.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference.detection import is_nodule, is_vessel_like
+from inference.shape import is_nodule, is_vessel_like
 
 
 def _feat(d_eq: float, elongation: float, leak: float, blobness: float, solidity: float = 1.0,
