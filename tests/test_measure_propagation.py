@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from inference.analysis import _propagate, _radius
+from inference.analysis import _propagate
 from inference.lung import compute_lung_mask
 
 from tests.test_measure_units import chest
@@ -38,5 +38,5 @@ def test_propagated_volume_does_not_depend_on_the_other_time_points_size(nodule_
         volumes.append(m.volume_mm3)
     true_v = np.pi / 6 * 8.0 ** 3
     assert max(volumes) - min(volumes) <= 0.01 * true_v, volumes
-    # and it is the nodule's own size that was used: a hint of its own radius gives it again
-    assert _radius(types.SimpleNamespace(volume_mm3=volumes[0])) == pytest.approx(4.0, abs=0.8)  # type: ignore[arg-type]
+    # and that volume is the nodule's (partial volume of the analytic chest's 1.5 mm grid aside)
+    assert abs(volumes[0] - true_v) <= 0.15 * true_v, (volumes[0], true_v)
