@@ -203,17 +203,24 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     the threshold and thin vessels crossing the ground glass are not a solid part the plateau would
     have to keep its distance from (with them, dense ground glass showed no plateau at all).
     """
-    blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm (slices may be thicker)
+    blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm
+    # Along z a slice thicker than that blurs over the whole slice: the slice just above or below a
+    # solid nodule's cap holds a layer of intermediate density as thick as a slice, which is partial
+    # volume, not a ground-glass layer. So one slice never counts as more than a blur width here
+    # (measured in millimetres, that layer of a solid nodule on 2–2.5 mm slices was a "plateau": the
+    # nodule became part-solid, its boundary drawn at the layer's half-maximum, +37 to +53 % volume
+    # on held-out 512² phantoms). Thin slices keep their millimetres.
+    rim_sampling = (min(sampling[0], 0.999 * blur), sampling[1], sampling[2])
     solid = _solid_part(region & (s1 > t_solid), sampling)
     if not solid.any() or solid.all():
         return None
     # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
-    from_solid = edt(~solid, sampling, upto=upper_end(region))
-    depth = edt(region, sampling)
+    from_solid = edt(~solid, rim_sampling, upto=upper_end(region))
+    depth = edt(region, rim_sampling)
     plateau = region & ~solid & (from_solid > blur) & (depth > blur)
     if envelope is not None and not envelope.all():
-        reach = tuple(int(np.ceil(blur / s)) + 1 for s in sampling)
-        plateau &= edt(envelope, sampling, upto=upper_end(region, reach)) > blur
+        reach = tuple(int(np.ceil(blur / s)) + 1 for s in rim_sampling)
+        plateau &= edt(envelope, rim_sampling, upto=upper_end(region, reach)) > blur
     n = int(plateau.sum())
     if n < 8 or n < 0.05 * int(region.sum()):
         return None
