@@ -35,7 +35,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from .lung import ImageStats, LungMask
-from .morphology import ball_close, ball_open, dilate, edt, upper_end
+from .morphology import ball_close, ball_open, dilate, edt, fill_holes, repeat_into, upper_end
 from .shape import JUNCTION_LEAK_RATIO, is_nodule, shape_features
 from .types import CTVolume
 
@@ -81,10 +81,7 @@ def _closing(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, f
             # "all": the coarse envelope must not reach into the wall (a sheet of wall would join the nodule)
             m = m.reshape(shp[0] // f[0], f[0], shp[1] // f[1], f[1], shp[2] // f[2], f[2]).all(axis=(1, 3, 5))
             c = _closing_fine(m, radius_mm, tuple(s * k for s, k in zip(sampling, f)))
-            up = c.repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
-            out = mask.copy()
-            out[: shp[0], : shp[1], : shp[2]] |= up
-            return out
+            return mask | repeat_into(c, f, mask.shape)
     return _closing_fine(mask, radius_mm, sampling)
 
 
@@ -333,7 +330,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     fine_envelope = False
     closing_mm = float(np.clip(1.3 * r_hint + 2.0, 5.0, 22.0))
     if (env_edge & (d2 <= (search_mm + r_hint) ** 2)).any():
-        envelope = ndi.binary_fill_holes(_closing(air, closing_mm, sampling))
+        envelope = fill_holes(_closing(air, closing_mm, sampling))
         fine_envelope = True
         near &= envelope
         if not near.any():
@@ -352,7 +349,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         return None
     # a region that reaches the coarse boundary from a seed farther inside: same fine envelope
     if not fine_envelope and (region & env_edge).any():
-        envelope = ndi.binary_fill_holes(_closing(air, closing_mm, sampling))
+        envelope = fill_holes(_closing(air, closing_mm, sampling))
         region = _component_at(dense & envelope, peak, sampling, max_dist_mm=1.5)
         if not region.any():
             return None
