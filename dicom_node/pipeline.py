@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from .config import Config
 from .logs import log_event, phi_hash
-from .queue import PermanentJobError
+from .errors import PermanentJobError
 
 log = logging.getLogger("noduletrack.pipeline")
 
