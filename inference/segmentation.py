@@ -185,7 +185,8 @@ def _without_crossing_vessels(solid: np.ndarray, nodule: np.ndarray, dense_out: 
 
 
 def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min: float,
-                      sampling: tuple[float, float, float], envelope: np.ndarray | None = None) -> float | None:
+                      sampling: tuple[float, float, float], envelope: np.ndarray | None = None,
+                      solid: np.ndarray | None = None) -> float | None:
     """Density of a ground-glass layer around a solid part, or None when there is none.
 
     The edge of a solid nodule is blurred: between it and the parenchyma lies a ramp of intermediate
@@ -199,20 +200,33 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     The solid part is taken as measured (:func:`_solid_part`): specks of dense ground glass above
     the threshold and thin vessels crossing the ground glass are not a solid part the plateau would
     have to keep its distance from (with them, dense ground glass showed no plateau at all).
+    ``solid``: that solid part when the caller has it already.
+
+    The plateau is narrowed one condition at a time, and the search ends as soon as too few voxels
+    are left for a layer (most often: a solid nodule, whose ramp is thinner than a blur width); the
+    conditions are the same, so is the answer, without the distance transforms that cannot change it.
     """
     blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm (slices may be thicker)
-    solid = _solid_part(region & (s1 > t_solid), sampling)
+    if solid is None:
+        solid = _solid_part(region & (s1 > t_solid), sampling)
     if not solid.any() or solid.all():
         return None
+    def too_few(m: np.ndarray) -> bool:
+        n = int(m.sum())
+        return n < 8 or n < 0.05 * int(region.sum())
+
+    plateau = region & ~solid
+    if too_few(plateau):
+        return None
+    plateau &= edt(region, sampling) > blur
+    if too_few(plateau):
+        return None
     # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
-    from_solid = edt(~solid, sampling, upto=upper_end(region))
-    depth = edt(region, sampling)
-    plateau = region & ~solid & (from_solid > blur) & (depth > blur)
-    if envelope is not None and not envelope.all():
+    plateau &= edt(~solid, sampling, upto=upper_end(region)) > blur
+    if envelope is not None and not envelope.all() and not too_few(plateau):
         reach = tuple(int(np.ceil(blur / s)) + 1 for s in sampling)
         plateau &= edt(envelope, sampling, upto=upper_end(region, reach)) > blur
-    n = int(plateau.sum())
-    if n < 8 or n < 0.05 * int(region.sum()):
+    if too_few(plateau):
         return None
     level = float(np.median(s1[plateau]))
     if not t_min < level < t_solid:
@@ -444,7 +458,9 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         core = depth >= np.max(depth) * 0.6
     core_vals = s1[core]
     solid_core = core_vals > t_solid
-    gg_level = _ground_glass_rim(s1, body_lo, t_solid, P + min_contrast, sampling, envelope)
+    rim_dense = body_lo & (s1 > t_solid)
+    rim_solid = _solid_part(rim_dense, sampling)
+    gg_level = _ground_glass_rim(s1, body_lo, t_solid, P + min_contrast, sampling, envelope, solid=rim_solid)
     if gg_level is not None:
         # a solid core inside a ground-glass envelope (part-solid): the nodule's boundary is the
         # ground glass's, so its level sets the half-maximum threshold
@@ -483,7 +499,8 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     t_core = t_solid if D >= t_solid else max(t_solid, 0.5 * (D + tissue))
     solid = half & (s1 > t_core)
     if solid.any():
-        solid = _solid_part(solid, sampling)
+        # (often the very mask the ground-glass test opened: a solid nodule without spicules)
+        solid = rim_solid if np.array_equal(solid, rim_dense) else _solid_part(solid, sampling)
         if D < t_solid and solid.any():
             solid = _without_crossing_vessels(solid, half, (s1 > t_solid) & ~half & envelope, sampling)
     solid_volume = float(solid.sum() * dv)
