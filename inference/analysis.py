@@ -244,9 +244,14 @@ class _PriorSide:
             return []
         t0 = time.perf_counter()
         try:
-            return detect_nodules(prior, lung, executor=self._verify_pool)
+            found = detect_nodules(prior, lung, executor=self._verify_pool)
         finally:
             self.timings["prior_detection"] = time.perf_counter() - t0
+        # The tracking stage's local registration (registration.ncc_search) imports scipy.signal:
+        # ~0.4 s of import at the start of tracking, with the other core idle. Here, on this thread
+        # whose work is done, it mostly overlaps the current study's detection.
+        import scipy.signal  # noqa: F401
+        return found
 
     def lung(self) -> LungMask:
         return self._lung.result()
