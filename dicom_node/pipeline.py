@@ -131,8 +131,7 @@ def _spare_core() -> bool:
 def forecast_service_in_background() -> Any:
     """For a one-shot command on a machine without a spare core (where :func:`warm_up_in_background`
     does nothing): an :class:`inference.growth.service.ForecastService`, a child process that loads
-    torch, MONAI and the weights at low priority while this process reads the series and analyses
-    them, and forecasts there (same code, same numbers). None with a spare core: the warm-up thread
+    torch, MONAI and the weights while this process reads the series and analyses them, and forecasts there (same code, same numbers). None with a spare core: the warm-up thread
     does it then. Pass it to :func:`run_pipeline` and close it at the end.
     """
     if _spare_core():

@@ -63,8 +63,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    # without a spare core for the warm-up thread, the growth model loads in a child process (at low
-    # priority) from now on, while the series are read and analysed, instead of after the analysis
+    # without a spare core for the warm-up thread, the growth model loads in a child process from
+    # now on, while the series are read and analysed, instead of after the analysis
     service = forecast_service_in_background()
     try:
         return _load_and_analyze(args, config, out, t0, service)

@@ -4,8 +4,8 @@
 importing them takes ~2.5 s of mostly GIL-holding Python. On a machine without a spare core for a
 warm-up thread (:func:`dicom_node.pipeline.warm_up_in_background`) they used to be imported when the
 forecast started, on the critical path. :class:`ForecastService` starts a child interpreter at the
-beginning of the command instead: it imports them and loads the weights at a low priority (nice), on
-the core the parent leaves idle while it reads the DICOM series and starts up, then waits. The
+beginning of the command instead: it imports them and loads the weights on the core the parent
+leaves idle while it reads the DICOM series and starts up (and beside the analysis), then waits. The
 parent sends one request (the volumes through a shared-memory file, the measurements pickled) and
 gets the :class:`~inference.types.Forecast` objects back: the same code
 (:meth:`~inference.growth.forecast.GrowthForecaster.forecast`) on the same inputs, so the same
@@ -31,8 +31,11 @@ import numpy as np
 
 from ..types import CTVolume, Forecast, NoduleMeasurement
 
-# the child's scheduling priority: it only takes CPU time the analysis leaves (nice 0 = parent)
-CHILD_NICE = 10
+# The child's scheduling priority (added to the parent's). Not lowered: on a shared machine (another
+# process per core) a nice-10 child got little CPU and was still loading when the forecast was due
+# (1.3-2.9 s waited, against none at 0); when it competes with the analysis it takes the same CPU
+# time at any priority, and the core left idle while the series load is used either way.
+CHILD_NICE = 0
 
 
 class ForecastService:
@@ -147,10 +150,11 @@ def _child_main() -> None:
     """The child: load the model, answer one request, exit."""
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # anything a library prints must not corrupt the replies
-    try:
-        os.nice(CHILD_NICE)
-    except OSError:
-        pass
+    if CHILD_NICE:
+        try:
+            os.nice(CHILD_NICE)
+        except OSError:
+            pass
 
     def send(obj: Any) -> bool:
         try:
