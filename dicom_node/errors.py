@@ -9,3 +9,12 @@ class OperatorError(Exception):
     The command line prints the message and exits 1, without a traceback: the message says what
     to do.
     """
+
+
+class PermanentJobError(Exception):
+    """Raise from a job handler when retrying cannot help (bad input, missing component).
+
+    (Defined here, not in :mod:`dicom_node.queue`, which re-exports it: the pipeline's
+    :class:`~dicom_node.pipeline.StudyNotAnalysable` derives from it, and ``noduletrack analyze``
+    would otherwise import SQLAlchemy, ~0.3 s, for a class.)
+    """

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from .config import Config
 from .logs import log_event, phi_hash
-from .queue import PermanentJobError
+from .errors import PermanentJobError
 
 log = logging.getLogger("noduletrack.pipeline")
 
@@ -107,9 +107,7 @@ def warm_up_in_background() -> threading.Thread | None:
     3.2-4.8 s while the forecast saved 2.2 s, and peak memory rose by ~0.3 GB; so they are then
     loaded when first needed.
     """
-    from inference.analysis import ANALYSIS_WORKERS
-
-    if (os.cpu_count() or 1) <= ANALYSIS_WORKERS:
+    if not _spare_core():
         return None
 
     def run() -> None:
@@ -123,11 +121,53 @@ def warm_up_in_background() -> threading.Thread | None:
     return thread
 
 
-def _forecast(analysis: Any, prior: Any, current: Any, horizon_days: int, notes: list[str]) -> str:
-    """Fill each present nodule's ``forecast``; returns the model version ('' if unavailable)."""
+def _spare_core() -> bool:
+    """Is a core left beside the analysis's threads (``inference.workers.ANALYSIS_WORKERS``)?"""
+    from inference.workers import ANALYSIS_WORKERS
+
+    return (os.cpu_count() or 1) > ANALYSIS_WORKERS
+
+
+def forecast_service_in_background() -> Any:
+    """For a one-shot command on a machine without a spare core (where :func:`warm_up_in_background`
+    does nothing): an :class:`inference.growth.service.ForecastService`, a child process that loads
+    torch, MONAI and the weights while this process reads the series and analyses them, and forecasts there (same code, same numbers). None with a spare core: the warm-up thread
+    does it then. Pass it to :func:`run_pipeline` and close it at the end.
+    """
+    if _spare_core():
+        return None
+    from inference.growth.service import ForecastService
+
+    try:
+        return ForecastService()
+    except OSError as exc:  # no child process: forecast in-process as before
+        log_event(log, "forecast process not started", logging.WARNING, error=str(exc))
+        return None
+
+
+def _forecast(analysis: Any, prior: Any, current: Any, horizon_days: int, notes: list[str],
+              service: Any = None) -> str:
+    """Fill each present nodule's ``forecast``; returns the model version ('' if unavailable).
+
+    ``service``: a :class:`inference.growth.service.ForecastService` to ask first; when it cannot
+    answer, the model is loaded here (and a missing model reported) as without it.
+    """
     present = [t for t in analysis.nodules if t.current is not None]
     if not present:
         return ""  # nothing to forecast: do not import torch/MONAI (several seconds) for nothing
+    if service is not None:
+        days = analysis.interval_days
+        remote_priors = [(prior, t.prior, float(days)) if prior is not None and t.prior is not None and days and days > 0
+                         else None for t in present]
+        answer = service.forecast(current, [t.current for t in present], horizon_days, remote_priors)
+        if answer is not None:
+            version, forecasts = answer
+            for t, f in zip(present, forecasts):
+                t.forecast = f
+            log_event(log, "forecast by the model's process", nodules=len(present),
+                      waited_for_model_s=round(service.waited_s, 2), process_peak_gb=round(service.child_peak_gb, 2))
+            return str(version)
+        log_event(log, "forecast process did not answer; forecasting in-process", logging.WARNING)
     from inference.growth.forecast import PriorPatch
 
     try:
@@ -296,6 +336,13 @@ def _prefetch_writers() -> None:
         pass
 
 
+def _prefetch_key_images() -> None:
+    try:
+        import reports.keyimages  # noqa: F401
+    except Exception:  # noqa: BLE001 - the writing step imports it again and reports any error
+        pass
+
+
 def _write_dicom(
     prior: Any, current: Any, analysis: Any, recommendation: Any, model_version: str, out_dir: Path,
     previous: Sequence[dict[str, str]],
@@ -361,13 +408,15 @@ def run_pipeline(
     guideline: str | None = None,
     write_dicom: bool = True,
     progress: ProgressFn | None = None,
+    forecast_service: Any = None,
 ) -> PipelineResult:
     """Analyse ``current`` (against ``prior`` when given) and write the results into ``out_dir``.
 
     ``known_nodules`` and ``prior_annotations`` are :class:`inference.detection.Seed` lists;
     ``previous_outputs`` are the identifiers a previous run wrote for this study (a changed result
     references them as predecessors). ``guideline`` overrides the configured guideline for this
-    study (``fleischner2017`` or ``lungrads2022``). Raises :class:`StudyNotAnalysable`.
+    study (``fleischner2017`` or ``lungrads2022``). ``forecast_service``: see
+    :func:`forecast_service_in_background`. Raises :class:`StudyNotAnalysable`.
     """
     from inference.analysis import AnalysisError, analyze_pair
 
@@ -383,10 +432,15 @@ def run_pipeline(
         raise StudyNotAnalysable(str(exc)) from exc
     notes = list(analysis.notes)
 
+    if (forecast_service is not None and write_dicom and "reports.keyimages" not in sys.modules
+            and any(t.current is not None for t in analysis.nodules)):
+        # the key-image writer imports matplotlib (~0.5 s): here it overlaps the forecast, which this
+        # process only waits for (in-process, torch/MONAI imported matplotlib already)
+        threading.Thread(target=_prefetch_key_images, name="prefetch-key-images", daemon=True).start()
     t0 = time.perf_counter()
     first = _recommend(analysis, current, config, guideline)
     horizon = _horizon_days(first, current.study_date)
-    model_version = _forecast(analysis, prior, current, horizon, notes)
+    model_version = _forecast(analysis, prior, current, horizon, notes, forecast_service)
     recommendation = _recommend(analysis, current, config, guideline) if model_version else first
     analysis.timings["forecast_and_guideline"] = time.perf_counter() - t0
 

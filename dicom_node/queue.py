@@ -17,15 +17,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from .db import Database, claimable
+from .errors import PermanentJobError  # noqa: F401  (re-exported: handlers raise queue.PermanentJobError)
 from .models import JOB_DONE, JOB_FAILED, JOB_QUEUED, JOB_RUNNING, JOB_STATES, Job, utcnow
 
 ANALYZE_STUDY = "analyze_study"
 FETCH_PRIOR = "fetch_prior"
 EXPORT = "export"
-
-
-class PermanentJobError(Exception):
-    """Raise from a job handler when retrying cannot help (bad input, missing component)."""
 
 
 @dataclass(frozen=True)

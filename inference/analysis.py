@@ -10,7 +10,6 @@ classified as new or resolved, so that the pipeline can log and report it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from .segmentation import segment_nodule
 from .shape import is_nodule, shape_features
 from .tracking import match_confidence, match_nodules, match_tolerance_mm, mint_tracking_uid, volume_change_pct, volume_doubling_time
 from .types import CTVolume, NoduleMeasurement, TrackedNodule
+from .workers import ANALYSIS_WORKERS  # threads of the analysis (see there)
 
 log = logging.getLogger("noduletrack.inference.analysis")
 
@@ -211,10 +211,6 @@ def _distance_to_mask(m: NoduleMeasurement, vol: CTVolume, point_mm) -> float:
     return float(np.min(np.linalg.norm(vol.geometry.index_to_lps(idx) - np.asarray(point_mm, float), axis=1)))
 
 
-# threads verifying detection candidates and refining matches (pure NumPy/ndimage/SimpleITK work
-# that releases the GIL); a few crops in flight at a time, so memory stays small. The analysis keeps
-# this many cores busy; callers can tell from it whether a core is left for other work.
-ANALYSIS_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 class _PriorSide:
@@ -248,9 +244,14 @@ class _PriorSide:
             return []
         t0 = time.perf_counter()
         try:
-            return detect_nodules(prior, lung, executor=self._verify_pool)
+            found = detect_nodules(prior, lung, executor=self._verify_pool)
         finally:
             self.timings["prior_detection"] = time.perf_counter() - t0
+        # The tracking stage's local registration (registration.ncc_search) imports scipy.signal:
+        # ~0.4 s of import at the start of tracking, with the other core idle. Here, on this thread
+        # whose work is done, it mostly overlaps the current study's detection.
+        import scipy.signal  # noqa: F401
+        return found
 
     def lung(self) -> LungMask:
         return self._lung.result()

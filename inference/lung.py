@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage as ndi
 
-from .morphology import block_any, edt
+from .morphology import block_any, edt, fill_holes, repeat_into
 from .registration import block_mean, factors_for
 from .types import CTVolume
 
@@ -96,19 +96,14 @@ def compute_lung_mask(vol: CTVolume, *, coarse_mm: float = 2.5, closing_mm: floa
     air = keep[labels]
     del labels
     # fill vessels and nodules (holes per slice and in 3-D), then close to take in juxtapleural ones
-    filled = ndi.binary_fill_holes(air)
-    for k in range(filled.shape[0]):
-        filled[k] = ndi.binary_fill_holes(filled[k])
+    filled = fill_holes(fill_holes(air), planar=True)  # (planar: in each slice)
     # the closing only needs to be approximate (segmentation refines it locally): do it on a 2× coarser
     # grid, where the two distance transforms are 8× cheaper
     half = block_any(filled, (2, 2, 2))
     closed = _closing_edt(half, closing_mm, tuple(2 * s for s in sampling))
-    up2 = closed.repeat(2, 0).repeat(2, 1).repeat(2, 2)
-    filled[: up2.shape[0], : up2.shape[1], : up2.shape[2]] |= up2
-    filled = ndi.binary_fill_holes(filled)
-    full = np.zeros(vol.hu.shape, dtype=bool)
-    up = filled.repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
-    full[: up.shape[0], : up.shape[1], : up.shape[2]] = up
+    filled |= repeat_into(closed, (2, 2, 2), filled.shape)
+    filled = fill_holes(filled)
+    full = repeat_into(filled, f, vol.hu.shape)
     # density references
     parenchyma = float(np.median(coarse[air]))
     body = (coarse >= t_air) & ~filled

@@ -103,25 +103,44 @@ def to_sitk(array: np.ndarray, geometry: VolumeGeometry, spacing_factor: tuple[i
 def block_mean(hu: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
     """Average ``factors`` (z, y, x) blocks into one voxel (float32); trailing partial blocks dropped.
 
-    Integer input (HU as int16): each slice's in-plane block sums are exact in int32 over strided
-    views (no reshaped float reductions, 3-5x faster on 512² × 300 inputs), then divided and
-    accumulated over z in float32 exactly as the generic path does (bit-identical result).
+    Integer input (HU as int16): each slice's in-plane block sums are exact in int32 (summed over
+    strided views: first the ``fx`` columns, then the ``fy`` rows, a slab of slices at a time so
+    that the partial sums stay in cache; several times faster than reshaped float reductions on
+    512² × 300 inputs), then divided and accumulated over z in float32 exactly as the generic path
+    does (bit-identical result: the float32 sums there are exact integers too, up to 512 voxels per
+    in-plane block).
     """
     fz, fy, fx = factors
     nz, ny, nx = (s // f for s, f in zip(hu.shape, factors))
     if (fz, fy, fx) == (1, 1, 1):
         return hu[:nz, :ny, :nx].astype(np.float32)
-    if hu.dtype.kind in "iub" and hu.dtype.itemsize <= 2 and fy * fx <= 16:
-        out = np.zeros((nz, ny, nx), dtype=np.float32)
-        acc = np.empty((nz, ny, nx), dtype=np.int32)
-        for k in range(fz):
-            acc[...] = 0
-            for j in range(fy):
-                for i in range(fx):
-                    acc += hu[k: nz * fz: fz, j: ny * fy: fy, i: nx * fx: fx]
-            part = acc.astype(np.float32)
-            part /= fy * fx
-            out += part
+    if hu.dtype.kind in "iub" and hu.dtype.itemsize <= 2 and fy * fx <= 512:
+        out = np.empty((nz, ny, nx), dtype=np.float32)
+        slab = 16
+        cols = np.empty((slab, ny * fy, nx), dtype=np.int32)
+        sums = np.empty((slab, ny, nx), dtype=np.int32)
+        part = np.empty((slab, ny, nx), dtype=np.float32)
+        for z0 in range(0, nz, slab):
+            z1 = min(nz, z0 + slab)
+            n = z1 - z0
+            o = out[z0:z1]
+            for k in range(fz):
+                src = hu[z0 * fz + k: z1 * fz: fz, : ny * fy, : nx * fx]
+                c = cols[:n]
+                np.copyto(c, src[:, :, 0::fx], casting="unsafe")
+                for i in range(1, fx):
+                    c += src[:, :, i::fx]
+                b = sums[:n]
+                np.copyto(b, c[:, 0::fy, :])
+                for j in range(1, fy):
+                    b += c[:, j::fy, :]
+                p = part[:n]
+                np.copyto(p, b, casting="unsafe")
+                p /= fy * fx
+                if k == 0:
+                    o[...] = p  # (= 0 + p: no -0.0 from an integer sum)
+                else:
+                    o += p
         return out / fz
     out = np.zeros((nz, ny, nx), dtype=np.float32)
     for k in range(fz):  # accumulate slice by slice to bound memory on 512² × 300 inputs

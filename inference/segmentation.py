@@ -35,7 +35,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from .lung import ImageStats, LungMask
-from .morphology import ball_close, ball_open, dilate, edt, upper_end
+from .morphology import ball_close, ball_open, dilate, edt, fill_holes, repeat_into, upper_end
 from .shape import JUNCTION_LEAK_RATIO, is_nodule, shape_features
 from .types import CTVolume
 
@@ -81,10 +81,7 @@ def _closing(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, f
             # "all": the coarse envelope must not reach into the wall (a sheet of wall would join the nodule)
             m = m.reshape(shp[0] // f[0], f[0], shp[1] // f[1], f[1], shp[2] // f[2], f[2]).all(axis=(1, 3, 5))
             c = _closing_fine(m, radius_mm, tuple(s * k for s, k in zip(sampling, f)))
-            up = c.repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
-            out = mask.copy()
-            out[: shp[0], : shp[1], : shp[2]] |= up
-            return out
+            return mask | repeat_into(c, f, mask.shape)
     return _closing_fine(mask, radius_mm, sampling)
 
 
@@ -188,7 +185,8 @@ def _without_crossing_vessels(solid: np.ndarray, nodule: np.ndarray, dense_out: 
 
 
 def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min: float,
-                      sampling: tuple[float, float, float], envelope: np.ndarray | None = None) -> float | None:
+                      sampling: tuple[float, float, float], envelope: np.ndarray | None = None,
+                      solid: np.ndarray | None = None) -> float | None:
     """Density of a ground-glass layer around a solid part, or None when there is none.
 
     The edge of a solid nodule is blurred: between it and the parenchyma lies a ramp of intermediate
@@ -202,6 +200,11 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     The solid part is taken as measured (:func:`_solid_part`): specks of dense ground glass above
     the threshold and thin vessels crossing the ground glass are not a solid part the plateau would
     have to keep its distance from (with them, dense ground glass showed no plateau at all).
+    ``solid``: that solid part when the caller has it already.
+
+    The plateau is narrowed one condition at a time, and the search ends as soon as too few voxels
+    are left for a layer (most often: a solid nodule, whose ramp is thinner than a blur width); the
+    conditions are the same, so is the answer, without the distance transforms that cannot change it.
     """
     blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm
     # Along z a slice thicker than that blurs over the whole slice: the slice just above or below a
@@ -211,18 +214,26 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     # nodule became part-solid, its boundary drawn at the layer's half-maximum, +37 to +53 % volume
     # on held-out 512² phantoms). Thin slices keep their millimetres.
     rim_sampling = (min(sampling[0], 0.999 * blur), sampling[1], sampling[2])
-    solid = _solid_part(region & (s1 > t_solid), sampling)
+    if solid is None:
+        solid = _solid_part(region & (s1 > t_solid), sampling)
     if not solid.any() or solid.all():
         return None
+    def too_few(m: np.ndarray) -> bool:
+        n = int(m.sum())
+        return n < 8 or n < 0.05 * int(region.sum())
+
+    plateau = region & ~solid
+    if too_few(plateau):
+        return None
+    plateau &= edt(region, rim_sampling) > blur
+    if too_few(plateau):
+        return None
     # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
-    from_solid = edt(~solid, rim_sampling, upto=upper_end(region))
-    depth = edt(region, rim_sampling)
-    plateau = region & ~solid & (from_solid > blur) & (depth > blur)
-    if envelope is not None and not envelope.all():
+    plateau &= edt(~solid, rim_sampling, upto=upper_end(region)) > blur
+    if envelope is not None and not envelope.all() and not too_few(plateau):
         reach = tuple(int(np.ceil(blur / s)) + 1 for s in rim_sampling)
         plateau &= edt(envelope, rim_sampling, upto=upper_end(region, reach)) > blur
-    n = int(plateau.sum())
-    if n < 8 or n < 0.05 * int(region.sum()):
+    if too_few(plateau):
         return None
     level = float(np.median(s1[plateau]))
     if not t_min < level < t_solid:
@@ -340,7 +351,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     fine_envelope = False
     closing_mm = float(np.clip(1.3 * r_hint + 2.0, 5.0, 22.0))
     if (env_edge & (d2 <= (search_mm + r_hint) ** 2)).any():
-        envelope = ndi.binary_fill_holes(_closing(air, closing_mm, sampling))
+        envelope = fill_holes(_closing(air, closing_mm, sampling))
         fine_envelope = True
         near &= envelope
         if not near.any():
@@ -359,7 +370,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         return None
     # a region that reaches the coarse boundary from a seed farther inside: same fine envelope
     if not fine_envelope and (region & env_edge).any():
-        envelope = ndi.binary_fill_holes(_closing(air, closing_mm, sampling))
+        envelope = fill_holes(_closing(air, closing_mm, sampling))
         region = _component_at(dense & envelope, peak, sampling, max_dist_mm=1.5)
         if not region.any():
             return None
@@ -454,7 +465,9 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         core = depth >= np.max(depth) * 0.6
     core_vals = s1[core]
     solid_core = core_vals > t_solid
-    gg_level = _ground_glass_rim(s1, body_lo, t_solid, P + min_contrast, sampling, envelope)
+    rim_dense = body_lo & (s1 > t_solid)
+    rim_solid = _solid_part(rim_dense, sampling)
+    gg_level = _ground_glass_rim(s1, body_lo, t_solid, P + min_contrast, sampling, envelope, solid=rim_solid)
     if gg_level is not None:
         # a solid core inside a ground-glass envelope (part-solid): the nodule's boundary is the
         # ground glass's, so its level sets the half-maximum threshold
@@ -493,7 +506,8 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     t_core = t_solid if D >= t_solid else max(t_solid, 0.5 * (D + tissue))
     solid = half & (s1 > t_core)
     if solid.any():
-        solid = _solid_part(solid, sampling)
+        # (often the very mask the ground-glass test opened: a solid nodule without spicules)
+        solid = rim_solid if np.array_equal(solid, rim_dense) else _solid_part(solid, sampling)
         if D < t_solid and solid.any():
             solid = _without_crossing_vessels(solid, half, (s1 > t_solid) & ~half & envelope, sampling)
     solid_volume = float(solid.sum() * dv)

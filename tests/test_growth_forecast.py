@@ -79,3 +79,47 @@ def test_forecast_rejects_bad_input(forecaster: GrowthForecaster) -> None:
     with pytest.raises(ValueError, match="empty mask"):
         forecaster.forecast(cur, [empty], 100)
     assert forecaster.forecast(cur, [], 100) == []
+
+
+def test_forecast_service_gives_the_in_process_forecast(forecaster: GrowthForecaster) -> None:
+    """``noduletrack analyze`` without a spare core forecasts in a child process that loaded the model
+    ahead (inference/growth/service.py): the same Forecast values and masks as in-process; a service
+    that was never asked is stopped without waiting for it."""
+    from inference.growth.service import ForecastService
+
+    cur, nod = _study(5.0, seed=1)
+    prior_ct, prior_nod = _study(4.0, seed=2, spacing=(0.8, 0.8, 1.0), shape=(60, 100, 100))
+    want = forecaster.forecast(cur, [nod, nod], 365, [PriorPatch(prior_ct, prior_nod, days_before=300), None])
+    with ForecastService() as service:
+        answer = service.forecast(cur, [nod, nod], 365, [(prior_ct, prior_nod, 300.0), None])
+    assert answer is not None
+    version, got = answer
+    assert version == forecaster.model_version
+    for g, w in zip(got, want):
+        for name in ("horizon_days", "volume_mm3", "volume_low_mm3", "volume_high_mm3", "mean_diameter_mm",
+                     "mean_diameter_low_mm", "mean_diameter_high_mm", "model_version", "mask_offset"):
+            assert getattr(g, name) == getattr(w, name), name
+        assert np.array_equal(g.mask, w.mask)
+    unused = ForecastService()
+    unused.close()
+    assert unused.forecast(cur, [nod], 365, [None]) is None  # closed: the caller forecasts in-process
+
+
+def test_pipeline_forecasts_in_process_when_the_service_cannot_answer() -> None:
+    from types import SimpleNamespace
+
+    from dicom_node import pipeline
+
+    cur, nod = _study(5.0, seed=1)
+
+    class Silent:
+        waited_s = 0.0
+
+        def forecast(self, *args, **kwargs):  # the child died, or could not load the model
+            return None
+
+    tracked = SimpleNamespace(current=nod, prior=None, forecast=None)
+    analysis = SimpleNamespace(nodules=[tracked], interval_days=None)
+    notes: list[str] = []
+    version = pipeline._forecast(analysis, None, cur, 365, notes, Silent())
+    assert version.startswith("MT-NoGNet") and tracked.forecast is not None and not notes

@@ -59,13 +59,26 @@ def _load(role: str, src: str | None) -> Any:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    from ..pipeline import forecast_service_in_background
+
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    # without a spare core for the warm-up thread, the growth model loads in a child process from
+    # now on, while the series are read and analysed, instead of after the analysis
+    service = forecast_service_in_background()
+    try:
+        return _load_and_analyze(args, config, out, t0, service)
+    finally:
+        if service is not None:
+            service.close()
+
+
+def _load_and_analyze(args: argparse.Namespace, config: Config, out: Path, t0: float, service: Any) -> int:
     from inference.series import SeriesSelectionError
     from inference.volume import VolumeLoadError
 
     from ..pipeline import warm_up_in_background
 
-    out = Path(args.out)
-    t0 = time.perf_counter()
     volumes, selections = {}, {}
     for role in ("prior", "current"):
         try:
@@ -81,14 +94,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
     # analysis runs instead of after it
     warm_up = warm_up_in_background()
     try:
-        return _analyze(args, config, prior, current, selections.get("prior"), out, t0, load_s)
+        return _analyze(args, config, prior, current, selections.get("prior"), out, t0, load_s, service)
     finally:
         if warm_up is not None:
             warm_up.join()  # a daemon thread stopped mid-import at exit can abort the interpreter
 
 
 def _analyze(args: argparse.Namespace, config: Config, prior: Any, current: Any, prior_selection: Any,
-             out: Path, t0: float, load_s: float) -> int:
+             out: Path, t0: float, load_s: float, service: Any = None) -> int:
     from inference.detection import seeds_from_annotations
 
     from ..pipeline import StudyNotAnalysable, run_pipeline, write_json
@@ -119,7 +132,8 @@ def _analyze(args: argparse.Namespace, config: Config, prior: Any, current: Any,
     out.mkdir(parents=True, exist_ok=True)
     # the node's own pipeline: analysis, growth forecast, guideline, SEG/SR/key images, summary.json
     try:
-        result = run_pipeline(prior, current, out, config, prior_annotations=seeds, progress=progress)
+        result = run_pipeline(prior, current, out, config, prior_annotations=seeds, progress=progress,
+                              forecast_service=service)
     except StudyNotAnalysable as exc:
         print(f"noduletrack analyze: cannot analyse: {exc}", file=sys.stderr)
         return 2
