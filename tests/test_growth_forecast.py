@@ -123,3 +123,21 @@ def test_pipeline_forecasts_in_process_when_the_service_cannot_answer() -> None:
     notes: list[str] = []
     version = pipeline._forecast(analysis, None, cur, 365, notes, Silent())
     assert version.startswith("MT-NoGNet") and tracked.forecast is not None and not notes
+
+
+def test_forecast_service_that_is_not_ready_in_time_gives_way_to_the_in_process_forecast() -> None:
+    """A child that does not answer within the service's timeout (here: still importing torch after
+    1 ms; in the field, a stuck child) must not hang ``analyze``: the service answers None at once,
+    and closing it stops the child."""
+    import time
+
+    from inference.growth.service import ForecastService
+
+    cur, nod = _study(5.0, seed=1)
+    service = ForecastService(timeout_s=0.001)
+    t0 = time.perf_counter()
+    assert service.forecast(cur, [nod], 365, [None]) is None
+    assert time.perf_counter() - t0 < 1.0
+    proc = service._proc
+    service.close()
+    assert proc is not None and proc.poll() is not None  # stopped and reaped

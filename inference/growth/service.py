@@ -11,7 +11,8 @@ gets the :class:`~inference.types.Forecast` objects back: the same code
 (:meth:`~inference.growth.forecast.GrowthForecaster.forecast`) on the same inputs, so the same
 numbers as in-process.
 
-Anything unexpected (the child could not start, load the model, or answer) makes
+Anything unexpected (the child could not start, load the model, or answer, or took longer than
+``timeout_s`` for either: a stuck child must not hang the command) makes
 :meth:`ForecastService.forecast` return None and the caller forecasts in-process as before, where
 a missing model or a bad input is reported the usual way.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import subprocess
 import sys
 import tempfile
@@ -37,11 +39,16 @@ from ..types import CTVolume, Forecast, NoduleMeasurement
 # time at any priority, and the core left idle while the series load is used either way.
 CHILD_NICE = 0
 
+# How long to wait for the child to be ready, and then for its answer. Loading takes 2-5 s and a
+# forecast well under a second per nodule on a CPU; beyond this the child is stuck.
+TIMEOUT_S = 120.0
+
 
 class ForecastService:
     """One forecast in a child process (see the module docstring). Always :meth:`close` it."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float = TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
         root = str(Path(__file__).resolve().parents[2])  # the directory holding this ``inference``
         code = ("import sys; sys.path.insert(0, sys.argv[1]); "
                 "from inference.growth.service import _child_main; _child_main()")
@@ -62,6 +69,8 @@ class ForecastService:
         files: list[str] = []
         t0 = time.perf_counter()
         try:
+            if not _readable(proc.stdout, self.timeout_s):
+                return None
             ready = pickle.load(proc.stdout)
             self.waited_s = time.perf_counter() - t0
             if not (isinstance(ready, tuple) and ready[0] == "ready"):
@@ -82,6 +91,8 @@ class ForecastService:
             }
             pickle.dump(request, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             proc.stdin.close()
+            if not _readable(proc.stdout, self.timeout_s):
+                return None
             reply = pickle.load(proc.stdout)
         except (OSError, EOFError, pickle.PickleError, AttributeError, ValueError):
             return None
@@ -119,6 +130,12 @@ class ForecastService:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _readable(stream: Any, timeout_s: float) -> bool:
+    """Has the child written something (or exited) within ``timeout_s``? (Read only from an empty
+    buffer: the child writes a reply only when asked, so nothing is buffered ahead of it.)"""
+    return bool(select.select([stream], [], [], timeout_s)[0])
 
 
 def _volume_fields(vol: CTVolume) -> dict[str, Any]:
