@@ -131,8 +131,9 @@ def _spare_core() -> bool:
 def forecast_service_in_background() -> Any:
     """For a one-shot command on a machine without a spare core (where :func:`warm_up_in_background`
     does nothing): an :class:`inference.growth.service.ForecastService`, a child process that loads
-    torch, MONAI and the weights while this process reads the series and analyses them, and forecasts there (same code, same numbers). None with a spare core: the warm-up thread
-    does it then. Pass it to :func:`run_pipeline` and close it at the end.
+    torch, MONAI and the weights while this process reads the series and analyses them, and
+    forecasts there (same code, same numbers). None with a spare core: the warm-up thread does it
+    then. Pass it to :func:`run_pipeline` and close it at the end.
     """
     if _spare_core():
         return None
@@ -155,38 +156,33 @@ def _forecast(analysis: Any, prior: Any, current: Any, horizon_days: int, notes:
     present = [t for t in analysis.nodules if t.current is not None]
     if not present:
         return ""  # nothing to forecast: do not import torch/MONAI (several seconds) for nothing
-    if service is not None:
-        days = analysis.interval_days
-        remote_priors = [(prior, t.prior, float(days)) if prior is not None and t.prior is not None and days and days > 0
-                         else None for t in present]
-        answer = service.forecast(current, [t.current for t in present], horizon_days, remote_priors)
-        if answer is not None:
-            version, forecasts = answer
-            for t, f in zip(present, forecasts):
-                t.forecast = f
-            log_event(log, "forecast by the model's process", nodules=len(present),
-                      waited_for_model_s=round(service.waited_s, 2), process_peak_gb=round(service.child_peak_gb, 2))
-            return str(version)
-        log_event(log, "forecast process did not answer; forecasting in-process", logging.WARNING)
-    from inference.growth.forecast import PriorPatch
+    # the prior time point of each nodule, as (volume, nodule, days before), when it has one
+    days = analysis.interval_days
+    earlier = [(prior, t.prior, float(days)) if prior is not None and t.prior is not None and days and days > 0
+               else None for t in present]
+    nodules = [t.current for t in present]
+    answer = service.forecast(current, nodules, horizon_days, earlier) if service is not None else None
+    if answer is not None:
+        model_version, forecasts = answer
+        log_event(log, "forecast by the model's process", nodules=len(present),
+                  waited_for_model_s=round(service.waited_s, 2), process_peak_gb=round(service.child_peak_gb, 2))
+    else:
+        if service is not None:
+            log_event(log, "forecast process did not answer; forecasting in-process", logging.WARNING)
+        from inference.growth.forecast import PriorPatch
 
-    try:
-        model = growth_forecaster()
-    except (OSError, ImportError, RuntimeError) as exc:  # missing/corrupt weights: report, don't guess
-        notes.append(f"growth model unavailable, no forecast: {exc}")
-        log_event(log, "growth model unavailable", logging.WARNING, error=str(exc))
-        return ""
-    priors = []
-    for t in present:
-        days = analysis.interval_days
-        if prior is not None and t.prior is not None and days and days > 0:
-            priors.append(PriorPatch(volume=prior, nodule=t.prior, days_before=float(days)))
-        else:
-            priors.append(None)
-    forecasts = model.forecast(current, [t.current for t in present], horizon_days, priors=priors)
+        try:
+            model = growth_forecaster()
+        except (OSError, ImportError, RuntimeError) as exc:  # missing/corrupt weights: report, don't guess
+            notes.append(f"growth model unavailable, no forecast: {exc}")
+            log_event(log, "growth model unavailable", logging.WARNING, error=str(exc))
+            return ""
+        priors = [None if e is None else PriorPatch(volume=e[0], nodule=e[1], days_before=e[2]) for e in earlier]
+        model_version = model.model_version
+        forecasts = model.forecast(current, nodules, horizon_days, priors=priors)
     for t, f in zip(present, forecasts):
         t.forecast = f
-    return str(model.model_version)
+    return str(model_version)
 
 
 # --------------------------------------------------------------------------------- guideline

@@ -211,8 +211,6 @@ def _distance_to_mask(m: NoduleMeasurement, vol: CTVolume, point_mm) -> float:
     return float(np.min(np.linalg.norm(vol.geometry.index_to_lps(idx) - np.asarray(point_mm, float), axis=1)))
 
 
-
-
 class _PriorSide:
     """The prior's lung mask, then its automatic detection, computed in a background thread.
 

@@ -176,8 +176,10 @@ def repeat_into(small: np.ndarray, factors: tuple[int, int, int], shape: tuple[i
     nz, ny, nx = small.shape
     hz, hy, hx = nz * fz, ny * fy, nx * fx
     out = np.empty(shape, dtype=small.dtype)
-    view = np.reshape(out[:hz, :hy, :hx], (nz, fz, ny, fy, hx), copy=False)  # a view of ``out``
-    view[...] = np.repeat(small, fx, axis=2)[:, None, :, None, :]
+    rows = np.repeat(small, fx, axis=2)
+    for a in range(fz):  # (strided writes: no full-size temporary)
+        for b in range(fy):
+            out[a:hz:fz, b:hy:fy, :hx] = rows
     out[hz:] = 0
     out[:hz, hy:] = 0
     out[:hz, :hy, hx:] = 0

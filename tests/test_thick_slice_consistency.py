@@ -65,7 +65,6 @@ def _volume_and_lung(layers: list[tuple[np.ndarray, float]], seed: int) -> tuple
     for occ, level in layers:
         hu = hu * (1 - occ) + occ * level
     hu += np.random.default_rng(seed).normal(0.0, NOISE, SHAPE)
-    sx, sy, sz = SPACING_XYZ
     geom = VolumeGeometry(origin=(0.0, 0.0, 0.0), spacing=SPACING_XYZ, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
                           shape=SHAPE)
     vol = CTVolume(hu=np.rint(hu).astype(np.int16), geometry=geom, study_instance_uid="1.2.826.0.1.9",
