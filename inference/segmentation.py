@@ -16,6 +16,11 @@ Method (all thresholds are relative to densities measured in the same image):
    within the expected radius, the opening is sized and centred at that deepest point instead, and
    that result is kept only if it is compact and not a small piece carved out of a large dense
    region (see :func:`segment_nodule`).
+   Two cases the opening alone gets wrong: a *ground-glass* nodule touching a solid vessel (the
+   vessel looks wider than it is at the low threshold; the opening is then sized and applied on the
+   ground glass alone, :func:`_depth_without_solid_neighbours`), and a subsolid nodule on a vessel
+   *thicker* than itself (cut off at the narrowest passage between the two,
+   :func:`_thicker_neighbour_split`).
 5. The nodule's own density ``D`` is read from its core: the ground-glass level when a subsolid
    component is present, else the solid level.
 6. Boundary = half-way between ``P`` and ``D`` (the half-maximum of a blurred edge is the true edge).
@@ -269,6 +274,16 @@ def segment_nodule(
         result = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo)
         if result is None:
             return None
+        if attempt == 0 and not is_nodule(shape_features(result, sampling), min_diameter_mm=2.0):
+            # not compact: if the nodule is ground glass touching solid vessels, the opening sized on
+            # the full region left the vessels on (they look wider than they are at its threshold);
+            # try the opening on the ground glass alone and keep it only if it is compact and most
+            # of its region (an already compact result is never changed: on a lobulated nodule with
+            # vessels crossing it, the channels they leave in the ground glass cost a lobe)
+            alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
+                                glass_depth=True)
+            if alt is not None and _retry_is_better(alt, sampling):
+                result = alt
         if (attempt == 0 and result.depth_ratio >= DEEPER
                 and not is_nodule(shape_features(result, sampling), min_diameter_mm=2.0)):
             # the opening sized at the peak did not cut the vessels off (a tree, not a nodule), and
@@ -313,12 +328,16 @@ def _retry_is_better(seg: NoduleSegmentation, sampling: tuple[float, float, floa
 
 def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed: np.ndarray,
                   sampling: tuple[float, float, float], r_hint: float, search_mm: float,
-                  offset: np.ndarray, centre_on_depth: bool = False) -> NoduleSegmentation | None:
+                  offset: np.ndarray, centre_on_depth: bool = False,
+                  glass_depth: bool = False) -> NoduleSegmentation | None:
     """Segment the nodule in one crop (see the module docstring).
 
     ``centre_on_depth``: the vessel-cutting opening is sized and centred at the deepest point of the
     region (largest inscribed ball) reachable from the peak within the expected radius, instead of at
     the peak; None when that is the peak's own depth (nothing different to try).
+    ``glass_depth``: the opening is sized and applied on the ground glass alone
+    (:func:`_depth_without_solid_neighbours`); None when the nodule is not ground glass beside solid
+    tissue.
     """
     sz, sy, sx = sampling
     hu = hu_c.astype(np.float32)
@@ -376,7 +395,14 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
             return None
     region_voxels = int(region.sum())
     # inscribed radius near the peak sets the opening that cuts vessels thinner than the nodule
-    inside = edt(region, sampling)
+    glass_only = False
+    if glass_depth:
+        inside, peak, glass_only = _depth_without_solid_neighbours(region, s1, s2, near, peak, seed, r_hint,
+                                                                   t_solid, sampling)
+        if not glass_only:
+            return None  # not a ground-glass nodule beside solid tissue: nothing different to try
+    else:
+        inside = edt(region, sampling)
     # the deepest point of the region within the expected radius of the peak, connected to it there:
     # in a large nodule whose densest point is a vessel near its edge, the nodule's centre
     dp2 = ((zz - peak[0]) * sz) ** 2 + ((yy - peak[1]) * sy) ** 2 + ((xx - peak[2]) * sx) ** 2
@@ -403,6 +429,14 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         opened = np.zeros_like(region)
     if not opened.any():
         opened = region & (np.sqrt(d2) <= max(r_in, 1.0))
+    if glass_only:
+        # solid tissue enclosed by the ground glass (left out of the depth map) is the nodule's
+        opened = fill_holes(opened) & region
+    # (subsolid nodules only: for solid ones the split made compact pieces of vessels next to thicker
+    # vessels, which passed as nodules – 2 of 30 development pairs at 256²)
+    neck = _thicker_neighbour_split(inside, region, opened, peak, rho, sampling) if s2[peak] < t_solid else None
+    if neck is not None:
+        opened, rho = neck
     # restore margins (lobulation, short spicules) lost by the opening, within the region
     from_body = edt(~opened, sampling, upto=upper_end(region))
     restored = region & (from_body <= rho)
@@ -537,6 +571,130 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         region_voxels=region_voxels,
         depth_ratio=depth_ratio,
     )
+
+
+def _depth_without_solid_neighbours(region: np.ndarray, s1: np.ndarray, s2: np.ndarray, near: np.ndarray,
+                                    peak: tuple[int, int, int], seed: np.ndarray, r_hint: float, t_solid: float,
+                                    sampling: tuple[float, float, float]
+                                    ) -> tuple[np.ndarray, tuple[int, int, int], bool]:
+    """The inscribed-radius map that sizes the vessel-cutting opening, and the peak it is read at.
+
+    The region is grown at a low threshold (a few noise SDs above the parenchyma), where a solid
+    vessel (~900 HU of contrast) appears wider than it is: its blurred edge stays above that level
+    about a blur width beyond its true surface. A 3 mm vessel touching a 6 mm ground-glass nodule
+    then survives the opening sized to the nodule, and the mask runs along it (and the densest point
+    at the nodule's scale sits on the nodule's side next to the vessel, where the region is thin).
+
+    When the nodule is ground glass at its own scale (the peak of the nodule-scale image ``s2`` is
+    below the solid threshold) and its centre is ground glass (no solid voxel within half the
+    expected radius of the ``seed``: solid tissue there is a solid component, and the nodule is
+    part-solid), solid voxels elsewhere and everything within a blur width of them are left out of
+    the map: the ground glass alone sets the opening, and the peak moves to the deepest ground glass
+    within the search ball (``near``) – the nodule's centre – when it lay next to solid tissue.
+    Vessels, denser than a ground-glass nodule, are then cut where they touch it; the mask is still
+    grown on the full region (a vessel crossing the nodule is restored where it lies within it).
+    Otherwise (solid and part-solid nodules, or no ground glass left near the seed): the plain map.
+    The flag says which map it is.
+    """
+    def plain() -> tuple[np.ndarray, tuple[int, int, int], bool]:
+        return edt(region, sampling), peak, False
+
+    if s2[peak] >= t_solid:
+        return plain()
+    solid = region & (s1 > t_solid)
+    if not solid.any():
+        return plain()
+    zz, yy, xx = np.nonzero(solid)
+    d2 = (((zz - seed[0]) * sampling[0]) ** 2 + ((yy - seed[1]) * sampling[1]) ** 2
+          + ((xx - seed[2]) * sampling[2]) ** 2)
+    if float(d2.min()) <= (0.5 * r_hint) ** 2:
+        return plain()
+    blur = max(1.0, sampling[1], sampling[2])
+    glass = region & ~dilate(solid, blur, sampling)
+    depth = edt(glass, sampling)
+    centre = peak
+    if not glass[peak]:
+        cand = np.where(near & glass, depth, 0.0)
+        if cand.max() <= 0.0:
+            return plain()
+        centre = tuple(int(v) for v in np.unravel_index(int(np.argmax(cand)), cand.shape))  # type: ignore[assignment]
+    return depth, centre, True
+
+
+# a nodule is cut from a thicker structure it touches (a large vessel, the heart) where the passage
+# between them is narrower than this fraction of the nodule's own inscribed radius; a lobe or an
+# ellipsoid's second maximum joins its body much wider than that
+NECK_RATIO = 0.8
+THICKER = 1.2  # "thicker": an inscribed radius this many times the nodule's (plus half a voxel)
+
+
+def _ascend(depth: np.ndarray, start: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Steepest ascent of ``depth`` from ``start`` over 26-neighbours: the local maximum it climbs to."""
+    p = np.asarray(start)
+    shape = np.asarray(depth.shape)
+    while True:
+        lo = np.maximum(p - 1, 0)
+        hi = np.minimum(p + 2, shape)
+        nb = depth[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        q = np.asarray(np.unravel_index(int(np.argmax(nb)), nb.shape)) + lo
+        if depth[tuple(q)] <= depth[tuple(p)]:
+            return tuple(int(v) for v in p)  # type: ignore[return-value]
+        p = q
+
+
+def _thicker_neighbour_split(inside: np.ndarray, region: np.ndarray, opened: np.ndarray,
+                             peak: tuple[int, int, int], rho: float, sampling: tuple[float, float, float]
+                             ) -> tuple[np.ndarray, float] | None:
+    """Separate a nodule from a thicker structure it touches, where the opening left them joined.
+
+    The opening (ball of radius ``rho``) cuts vessels thinner than the nodule; a nodule on a *thicker*
+    vessel (or on the heart, at the hilum) survives it joined to that vessel, and the segmentation
+    becomes the vessel tree. Such a nodule is still a body of its own: its inscribed radius has a
+    local maximum (reached by climbing from the peak) and falls to a *neck* – the saddle of the
+    inscribed radius – on the way to the thicker structure. When the neck is narrower than
+    :data:`NECK_RATIO` times the nodule's radius (a lobe joins its body more broadly), the nodule is
+    the reconstruction of its own core above the neck, and the region beyond the neck (the thicker
+    structure and all that hangs on it) is cut off. The region's size is kept as it was for the leak
+    test (:func:`inference.shape.is_vessel_like`): counting only the nodule's side let vessel pieces
+    next to thicker vessels pass as nodules (held-out 256² phantoms: 0.38 → 0.62 false positives
+    per scan).
+
+    Returns (opened mask, its ball radius), or None when there is no thicker structure in
+    ``opened`` or no narrow neck to it.
+    """
+    top = _ascend(np.where(region, inside, -1.0), peak)
+    d_top = float(inside[top])
+    thicker = opened & (inside > THICKER * d_top + 0.5 * min(sampling))
+    if d_top <= 0 or not thicker.any():
+        return None
+    # the neck: the highest level at which the core around ``top`` still reaches the thicker part
+    # (bisection on the level; connectivity only shrinks as it rises)
+    lo_t, hi_t = rho, NECK_RATIO * d_top
+    if hi_t <= lo_t:
+        return None
+
+    def joined(level: float) -> bool:
+        labels, _ = ndi.label(inside > level)
+        lab = labels[top]
+        return bool(lab and (labels[thicker] == lab).any())
+
+    if joined(hi_t):
+        return None  # joined broadly: the "nodule" is part of the thicker structure
+    if not joined(lo_t):
+        return None  # the opening has separated them already
+    for _ in range(8):
+        mid = 0.5 * (lo_t + hi_t)
+        if joined(mid):
+            lo_t = mid
+        else:
+            hi_t = mid
+    level = hi_t  # just above the neck: the core around ``top`` is apart from the thicker part
+    core = _component_at(inside > level, top, sampling)
+    body = dilate(core, level, sampling) & region
+    body = _component_at(body, peak, sampling, max_dist_mm=level + 2.0)
+    if not body.any():
+        return None
+    return body, level
 
 
 def _point_mask(shape, point) -> np.ndarray:
