@@ -16,10 +16,9 @@ Method (all thresholds are relative to densities measured in the same image):
    within the expected radius, the opening is sized and centred at that deepest point instead, and
    that result is kept only if it is compact and not a small piece carved out of a large dense
    region (see :func:`segment_nodule`).
-   Two cases the opening alone gets wrong: a nodule touching a solid vessel (at the low threshold
-   the vessel looks wider than it is and their blurred edges merge; when the mask is not compact
-   the opening is retried on the inscribed radius at the nodule's own level – its ground glass
-   alone, or its half-maximum if solid – :func:`_own_level_depth`), and a subsolid nodule on a vessel
+   Two cases the opening alone gets wrong: a *ground-glass* nodule touching a solid vessel (the
+   vessel looks wider than it is at the low threshold; the opening is then sized and applied on the
+   ground glass alone, :func:`_depth_without_solid_neighbours`), and a subsolid nodule on a vessel
    *thicker* than itself (cut off at the narrowest passage between the two,
    :func:`_thicker_neighbour_split`).
 5. The nodule's own density ``D`` is read from its core: the ground-glass level when a subsolid
@@ -276,13 +275,13 @@ def segment_nodule(
         if result is None:
             return None
         if attempt == 0 and not is_nodule(shape_features(result, sampling), min_diameter_mm=2.0):
-            # not compact: if the nodule touches solid vessels, the opening sized on the full region
-            # left them on (they look wider than they are at its low threshold); try the opening at
-            # the nodule's own level and keep it only if it is compact and most of its region (an
-            # already compact result is never changed: on a lobulated ground-glass nodule with
+            # not compact: if the nodule is ground glass touching solid vessels, the opening sized on
+            # the full region left the vessels on (they look wider than they are at its threshold);
+            # try the opening on the ground glass alone and keep it only if it is compact and most
+            # of its region (an already compact result is never changed: on a lobulated nodule with
             # vessels crossing it, the channels they leave in the ground glass cost a lobe)
             alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
-                                own_level_depth=True, solid_nodule=result.nodule_hu >= result.solid_threshold_hu)
+                                glass_depth=True)
             if alt is not None and _retry_is_better(alt, sampling):
                 result = alt
         if (attempt == 0 and result.depth_ratio >= DEEPER
@@ -330,15 +329,15 @@ def _retry_is_better(seg: NoduleSegmentation, sampling: tuple[float, float, floa
 def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed: np.ndarray,
                   sampling: tuple[float, float, float], r_hint: float, search_mm: float,
                   offset: np.ndarray, centre_on_depth: bool = False,
-                  own_level_depth: bool = False, solid_nodule: bool = False) -> NoduleSegmentation | None:
+                  glass_depth: bool = False) -> NoduleSegmentation | None:
     """Segment the nodule in one crop (see the module docstring).
 
     ``centre_on_depth``: the vessel-cutting opening is sized and centred at the deepest point of the
     region (largest inscribed ball) reachable from the peak within the expected radius, instead of at
     the peak; None when that is the peak's own depth (nothing different to try).
-    ``own_level_depth``: the opening is sized and applied on the inscribed radius at the nodule's own
-    density level (:func:`_own_level_depth`; ``solid_nodule``: the first mask measured it as solid);
-    None when there is no such map different from the plain one.
+    ``glass_depth``: the opening is sized and applied on the ground glass alone
+    (:func:`_depth_without_solid_neighbours`); None when the nodule is not ground glass beside solid
+    tissue.
     """
     sz, sy, sx = sampling
     hu = hu_c.astype(np.float32)
@@ -396,12 +395,12 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
             return None
     region_voxels = int(region.sum())
     # inscribed radius near the peak sets the opening that cuts vessels thinner than the nodule
-    own_level = False
-    if own_level_depth:
-        inside, peak, own_level = _own_level_depth(region, s1, s2, near, peak, seed, r_hint, t_solid,
-                                                    sampling, solid_nodule)
-        if not own_level:
-            return None  # no map at the nodule's own level: nothing different to try
+    glass_only = False
+    if glass_depth:
+        inside, peak, glass_only = _depth_without_solid_neighbours(region, s1, s2, near, peak, seed, r_hint,
+                                                                   t_solid, sampling)
+        if not glass_only:
+            return None  # not a ground-glass nodule beside solid tissue: nothing different to try
     else:
         inside = edt(region, sampling)
     # the deepest point of the region within the expected radius of the peak, connected to it there:
@@ -430,7 +429,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         opened = np.zeros_like(region)
     if not opened.any():
         opened = region & (np.sqrt(d2) <= max(r_in, 1.0))
-    if own_level:
+    if glass_only:
         # solid tissue enclosed by the ground glass (left out of the depth map) is the nodule's
         opened = fill_holes(opened) & region
     # (subsolid nodules only: for solid ones the split made compact pieces of vessels next to thicker
@@ -574,48 +573,34 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     )
 
 
-def _own_level_depth(region: np.ndarray, s1: np.ndarray, s2: np.ndarray, near: np.ndarray,
-                     peak: tuple[int, int, int], seed: np.ndarray, r_hint: float, t_solid: float,
-                     sampling: tuple[float, float, float], solid_nodule: bool = False
-                     ) -> tuple[np.ndarray, tuple[int, int, int], bool]:
-    """The inscribed-radius map that sizes the vessel-cutting opening, measured at the nodule's own
-    density level instead of the region's low threshold, and the peak it is read at.
+def _depth_without_solid_neighbours(region: np.ndarray, s1: np.ndarray, s2: np.ndarray, near: np.ndarray,
+                                    peak: tuple[int, int, int], seed: np.ndarray, r_hint: float, t_solid: float,
+                                    sampling: tuple[float, float, float]
+                                    ) -> tuple[np.ndarray, tuple[int, int, int], bool]:
+    """The inscribed-radius map that sizes the vessel-cutting opening, and the peak it is read at.
 
     The region is grown at a low threshold (a few noise SDs above the parenchyma), where a solid
     vessel (~900 HU of contrast) appears wider than it is: its blurred edge stays above that level
-    about a blur width beyond its true surface, and where it touches a nodule the two blurred edges
-    merge into a wide neck. A vessel touching the nodule then survives the opening sized to the
-    nodule, and the mask runs along it. Used by :func:`segment_nodule` as a retry when the first
-    mask is not compact.
+    about a blur width beyond its true surface. A 3 mm vessel touching a 6 mm ground-glass nodule
+    then survives the opening sized to the nodule, and the mask runs along it (and the densest point
+    at the nodule's scale sits on the nodule's side next to the vessel, where the region is thin).
 
-    * Ground glass at its own scale (the nodule-scale image ``s2`` below the solid threshold at the
-      peak) with a ground-glass centre (no solid voxel within half the expected radius of the
-      ``seed``: solid tissue there is a solid component): solid voxels elsewhere and everything
-      within a blur width of them are left out of the map, so the ground glass alone sets the
-      opening; the peak moves to the deepest ground glass within the search ball (``near``) when it
-      lay next to solid tissue. Vessels, denser than a ground-glass nodule, are cut where they
-      touch it; the mask is still grown on the full region.
-    * A nodule the first mask measured as solid (``solid_nodule``) and solid at its peak's scale: the
-      map of its half-maximum region (above the solid threshold), where the contact with a vessel is
-      as narrow as it really is.
-
-    Otherwise the plain map of the region; the flag says whether the map is the nodule's own.
+    When the nodule is ground glass at its own scale (the peak of the nodule-scale image ``s2`` is
+    below the solid threshold) and its centre is ground glass (no solid voxel within half the
+    expected radius of the ``seed``: solid tissue there is a solid component, and the nodule is
+    part-solid), solid voxels elsewhere and everything within a blur width of them are left out of
+    the map: the ground glass alone sets the opening, and the peak moves to the deepest ground glass
+    within the search ball (``near``) – the nodule's centre – when it lay next to solid tissue.
+    Vessels, denser than a ground-glass nodule, are then cut where they touch it; the mask is still
+    grown on the full region (a vessel crossing the nodule is restored where it lies within it).
+    Otherwise (solid and part-solid nodules, or no ground glass left near the seed): the plain map.
+    The flag says which map it is.
     """
     def plain() -> tuple[np.ndarray, tuple[int, int, int], bool]:
         return edt(region, sampling), peak, False
 
     if s2[peak] >= t_solid:
-        if not solid_nodule:
-            return plain()  # dense at the nodule's scale, but measured as subsolid (ground glass by the wall)
-        # a solid nodule: its own half-maximum (the solid threshold) separates it from a touching
-        # vessel at their true, narrow contact, where the low threshold merged their blurred edges
-        own = _component_at(region & (s1 > t_solid), peak, sampling, max_dist_mm=1.5)
-        if not own.any():
-            return plain()
-        depth = edt(region & (s1 > t_solid), sampling)
-        centre = peak if own[peak] else tuple(int(v) for v in np.unravel_index(
-            int(np.argmax(np.where(own & near, depth, 0.0))), depth.shape))
-        return depth, centre, True  # type: ignore[return-value]
+        return plain()
     solid = region & (s1 > t_solid)
     if not solid.any():
         return plain()
