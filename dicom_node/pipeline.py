@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -325,18 +326,19 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _prefetch_writers() -> None:
-    try:
-        import reports.sr  # noqa: F401
-    except Exception:  # noqa: BLE001 - the writing step imports it again and reports any error
-        pass
+def _prefetch_in_background(module: str) -> None:
+    """Import ``module`` in a daemon thread, unless it is imported already (a slow import that the
+    writing step needs later overlaps work done meanwhile)."""
+    if module in sys.modules:
+        return
 
+    def run() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - the writing step imports it again and reports any error
+            pass
 
-def _prefetch_key_images() -> None:
-    try:
-        import reports.keyimages  # noqa: F401
-    except Exception:  # noqa: BLE001 - the writing step imports it again and reports any error
-        pass
+    threading.Thread(target=run, name=f"prefetch-{module}", daemon=True).start()
 
 
 def _write_dicom(
@@ -417,10 +419,10 @@ def run_pipeline(
     from inference.analysis import AnalysisError, analyze_pair
 
     started = time.perf_counter()
-    if write_dicom and "reports.sr" not in sys.modules:
+    if write_dicom:
         # the SR writer (highdicom) takes a second or more to import in a fresh process (`noduletrack
         # analyze`): import it while the analysis runs (a worker has it from its warm-up already)
-        threading.Thread(target=_prefetch_writers, name="prefetch-writers", daemon=True).start()
+        _prefetch_in_background("reports.sr")
     try:
         analysis = analyze_pair(prior, current, known_nodules=known_nodules,
                                 prior_annotations=prior_annotations, progress=progress)
@@ -428,11 +430,10 @@ def run_pipeline(
         raise StudyNotAnalysable(str(exc)) from exc
     notes = list(analysis.notes)
 
-    if (forecast_service is not None and write_dicom and "reports.keyimages" not in sys.modules
-            and any(t.current is not None for t in analysis.nodules)):
+    if forecast_service is not None and write_dicom and any(t.current is not None for t in analysis.nodules):
         # the key-image writer imports matplotlib (~0.5 s): here it overlaps the forecast, which this
         # process only waits for (in-process, torch/MONAI imported matplotlib already)
-        threading.Thread(target=_prefetch_key_images, name="prefetch-key-images", daemon=True).start()
+        _prefetch_in_background("reports.keyimages")
     t0 = time.perf_counter()
     first = _recommend(analysis, current, config, guideline)
     horizon = _horizon_days(first, current.study_date)
