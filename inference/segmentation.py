@@ -189,6 +189,12 @@ def _without_crossing_vessels(solid: np.ndarray, nodule: np.ndarray, dense_out: 
     return out
 
 
+def _blur_width(sampling: tuple[float, float, float]) -> float:
+    """The width of a blurred edge in this image: an in-plane voxel, at least 1 mm (slices may be
+    thicker; see :func:`_ground_glass_rim` for how a thick slice is counted)."""
+    return max(1.0, sampling[1], sampling[2])
+
+
 def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min: float,
                       sampling: tuple[float, float, float], envelope: np.ndarray | None = None,
                       solid: np.ndarray | None = None) -> float | None:
@@ -211,7 +217,7 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     are left for a layer (most often: a solid nodule, whose ramp is thinner than a blur width); the
     conditions are the same, so is the answer, without the distance transforms that cannot change it.
     """
-    blur = max(1.0, sampling[1], sampling[2])  # an in-plane voxel, at least 1 mm
+    blur = _blur_width(sampling)
     # Along z a slice thicker than that blurs over the whole slice: the slice just above or below a
     # solid nodule's cap holds a layer of intermediate density as thick as a slice, which is partial
     # volume, not a ground-glass layer. So one slice never counts as more than a blur width here
@@ -274,7 +280,8 @@ def segment_nodule(
         result = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo)
         if result is None:
             return None
-        if attempt == 0 and not is_nodule(shape_features(result, sampling), min_diameter_mm=2.0):
+        retry = attempt == 0 and not is_nodule(shape_features(result, sampling), min_diameter_mm=2.0)
+        if retry:
             # not compact: if the nodule is ground glass touching solid vessels, the opening sized on
             # the full region left the vessels on (they look wider than they are at its threshold);
             # try the opening on the ground glass alone and keep it only if it is compact and most
@@ -283,9 +290,8 @@ def segment_nodule(
             alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
                                 glass_depth=True)
             if alt is not None and _retry_is_better(alt, sampling):
-                result = alt
-        if (attempt == 0 and result.depth_ratio >= DEEPER
-                and not is_nodule(shape_features(result, sampling), min_diameter_mm=2.0)):
+                result, retry = alt, False
+        if retry and result.depth_ratio >= DEEPER:
             # the opening sized at the peak did not cut the vessels off (a tree, not a nodule), and
             # the region is much deeper near the peak than at it: the peak lies off-centre in a large
             # nodule (on a vessel in or at the edge of ground glass, or pulled to the pleura), where
@@ -395,12 +401,11 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
             return None
     region_voxels = int(region.sum())
     # inscribed radius near the peak sets the opening that cuts vessels thinner than the nodule
-    glass_only = False
     if glass_depth:
-        inside, peak, glass_only = _depth_without_solid_neighbours(region, s1, s2, near, peak, seed, r_hint,
-                                                                   t_solid, sampling)
-        if not glass_only:
+        glass = _depth_without_solid_neighbours(region, s1, s2, near, peak, seed, r_hint, t_solid, sampling)
+        if glass is None:
             return None  # not a ground-glass nodule beside solid tissue: nothing different to try
+        inside, peak = glass
     else:
         inside = edt(region, sampling)
     # the deepest point of the region within the expected radius of the peak, connected to it there:
@@ -429,7 +434,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         opened = np.zeros_like(region)
     if not opened.any():
         opened = region & (np.sqrt(d2) <= max(r_in, 1.0))
-    if glass_only:
+    if glass_depth:
         # solid tissue enclosed by the ground glass (left out of the depth map) is the nodule's
         opened = fill_holes(opened) & region
     # (subsolid nodules only: for solid ones the split made compact pieces of vessels next to thicker
@@ -576,7 +581,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
 def _depth_without_solid_neighbours(region: np.ndarray, s1: np.ndarray, s2: np.ndarray, near: np.ndarray,
                                     peak: tuple[int, int, int], seed: np.ndarray, r_hint: float, t_solid: float,
                                     sampling: tuple[float, float, float]
-                                    ) -> tuple[np.ndarray, tuple[int, int, int], bool]:
+                                    ) -> tuple[np.ndarray, tuple[int, int, int]] | None:
     """The inscribed-radius map that sizes the vessel-cutting opening, and the peak it is read at.
 
     The region is grown at a low threshold (a few noise SDs above the parenchyma), where a solid
@@ -593,32 +598,28 @@ def _depth_without_solid_neighbours(region: np.ndarray, s1: np.ndarray, s2: np.n
     within the search ball (``near``) – the nodule's centre – when it lay next to solid tissue.
     Vessels, denser than a ground-glass nodule, are then cut where they touch it; the mask is still
     grown on the full region (a vessel crossing the nodule is restored where it lies within it).
-    Otherwise (solid and part-solid nodules, or no ground glass left near the seed): the plain map.
-    The flag says which map it is.
+    None otherwise (solid and part-solid nodules, no solid tissue in the region, or no ground glass
+    left near the seed): the plain map of the region is the one to use.
     """
-    def plain() -> tuple[np.ndarray, tuple[int, int, int], bool]:
-        return edt(region, sampling), peak, False
-
     if s2[peak] >= t_solid:
-        return plain()
+        return None
     solid = region & (s1 > t_solid)
     if not solid.any():
-        return plain()
+        return None
     zz, yy, xx = np.nonzero(solid)
     d2 = (((zz - seed[0]) * sampling[0]) ** 2 + ((yy - seed[1]) * sampling[1]) ** 2
           + ((xx - seed[2]) * sampling[2]) ** 2)
     if float(d2.min()) <= (0.5 * r_hint) ** 2:
-        return plain()
-    blur = max(1.0, sampling[1], sampling[2])
-    glass = region & ~dilate(solid, blur, sampling)
+        return None
+    glass = region & ~dilate(solid, _blur_width(sampling), sampling)
     depth = edt(glass, sampling)
     centre = peak
     if not glass[peak]:
         cand = np.where(near & glass, depth, 0.0)
         if cand.max() <= 0.0:
-            return plain()
+            return None
         centre = tuple(int(v) for v in np.unravel_index(int(np.argmax(cand)), cand.shape))  # type: ignore[assignment]
-    return depth, centre, True
+    return depth, centre
 
 
 # a nodule is cut from a thicker structure it touches (a large vessel, the heart) where the passage
@@ -664,8 +665,10 @@ def _thicker_neighbour_split(inside: np.ndarray, region: np.ndarray, opened: np.
     """
     top = _ascend(np.where(region, inside, -1.0), peak)
     d_top = float(inside[top])
+    if d_top <= 0:
+        return None
     thicker = opened & (inside > THICKER * d_top + 0.5 * min(sampling))
-    if d_top <= 0 or not thicker.any():
+    if not thicker.any():
         return None
     # the neck: the highest level at which the core around ``top`` still reaches the thicker part
     # (bisection on the level; connectivity only shrinks as it rises)
