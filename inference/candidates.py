@@ -30,13 +30,15 @@ _SPHERE = _fibonacci_sphere()
 
 
 def hessian_blobness(img: np.ndarray, point: np.ndarray, radius_mm: float,
-                     spacing: np.ndarray) -> tuple[float, np.ndarray]:
+                     spacing: np.ndarray, set_aside_above: float | None = None) -> tuple[float, np.ndarray]:
     """Sphericity of the bright structure near ``point`` from the Hessian of ``img`` at scale ``r/√3``.
 
     A ball of radius r gives the strongest scale-normalised response at σ = r/√3 with three equal
     negative eigenvalues; a tube has one eigenvalue ≈ 0 along its axis, a plate (wall, fissure) two.
     The Hessian is read at the brightest point of the σ-smoothed image within ``r`` of ``point`` (the
     deepest point of a thresholded region is off-centre when a vessel crosses a faint nodule).
+    ``set_aside_above``: voxels denser than this (and one voxel around them, their blurred edge) are
+    read as parenchyma – the shape of a ground-glass blob without the vessels it touches.
     Returns (|λ|min / |λ|max when all three are negative, else 0; that point's index).
     """
     sigma = max(radius_mm / np.sqrt(3.0), 0.8 * float(spacing.min()))
@@ -45,6 +47,10 @@ def hessian_blobness(img: np.ndarray, point: np.ndarray, radius_mm: float,
     lo = np.maximum(p - half, 0)
     hi = np.minimum(p + half + 1, np.asarray(img.shape))
     crop = img[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float64)
+    if set_aside_above is not None:
+        denser = crop > set_aside_above
+        if denser.any():
+            crop[ndi.binary_dilation(denser)] = 0.0
     s_vox = sigma / spacing
     c0 = p - lo
     # Only the ball of radius r around the point (plus one voxel for the differences) is read from
@@ -92,6 +98,11 @@ def hessian_blobness(img: np.ndarray, point: np.ndarray, radius_mm: float,
     return float(mags.min() / mags.max()), at
 
 
+# "denser tissue" for a ground-glass candidate: this many times its own density above the parenchyma
+# (ground glass is ~250–450 HU above it, a vessel or solid part ~900)
+DENSER_TISSUE = 2.0
+
+
 def priority(seed: Seed) -> float:
     """Order of verification: large clean blobs first, but a tube (vessel) ranks far below a small
     sphere of the same inscribed radius."""
@@ -110,6 +121,9 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
     3. Shell test: on a sphere of 1.6× the inscribed radius around the centre, a tube occupies two
        caps (≈ 2/(4·1.6²) ≈ 20 % of the shell, more at a bifurcation), a nodule only where vessels
        attach. Candidates whose shell is more than ``max_shell_fraction`` dense are vessels.
+       A candidate whose own density is subsolid is also read as ground glass: structures more
+       than :data:`DENSER_TISSUE` × denser (vessels) are set aside in the shell and the Hessian, and
+       it passes on that reading (``Seed.glass_reading``, confirmed or overruled at verification).
     4. Hessian sphericity (:func:`hessian_blobness`) of each, strongest first. With ``budget`` the
        result holds at least the ``budget`` highest-:func:`priority` candidates (and is cut where no
        further one could rank among them); without, every candidate.
@@ -176,7 +190,19 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
     idx = np.asarray(kept, dtype=np.intp)
     idx = idx[excess[tuple(pts[idx].T)].astype(np.float64) >= thr]
     kp, kr = pts[idx], radii[idx].astype(np.float64)
+    # Ground-glass reading: a candidate whose own density above the parenchyma (median within half
+    # its inscribed radius) is under 1/DENSER_TISSUE of soft tissue's is read a second time with
+    # structures more than DENSER_TISSUE × denser than itself set aside. A vessel crossing or touching ground glass is
+    # another tissue, not a continuation of the blob: it otherwise fills the shell (a "tube") and
+    # dominates the Hessian (a faint ball beside a bright tube is read as the tube).
+    levels = np.full(len(idx), np.inf)
+    if len(idx):
+        inner = np.rint(kp[:, None, :] + _SPHERE[None, :, :] * (0.5 * kr)[:, None, None] / spacing).astype(int)
+        inner = np.clip(inner, 0, shape - 1)
+        levels = np.median(excess[tuple(inner.reshape(-1, 3).T)].reshape(len(idx), -1), axis=1)
+    set_aside = np.where(DENSER_TISSUE * levels < stats.tissue_hu - P, DENSER_TISSUE * levels, np.inf)
     fracs = np.empty((len(idx), 3))
+    fracs_glass = np.empty((len(idx), 3))
     inside_lung = np.ones(len(idx))
     for n, k in enumerate((1.6, 2.0, 2.5)):
         rr = k * kr + 0.5 * float(spacing.min())
@@ -192,9 +218,18 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
         # a nodule is surrounded by lung, at least on one side (juxtapleural: about half);
         # shell points in the wall/mediastinum are neither evidence for nor against a tube
         fracs[:, n] = np.where(in_frac < 0.35, 1.0, (vals & inl).sum(axis=1) / np.maximum(n_in, 1))
+        # the ground-glass reading: denser shell points count neither way either (a quarter of the
+        # shell must be left to judge by)
+        denser = np.zeros(ok.shape, dtype=bool)
+        denser[ok] = excess[tuple(sample[ok].T)] > np.broadcast_to(set_aside[:, None], ok.shape)[ok]
+        judged = inl & ~denser
+        n_judged = judged.sum(axis=1)
+        fracs_glass[:, n] = np.where((in_frac >= 0.35) & (n_judged >= 0.25 * inl.shape[1]),
+                                     (vals & judged).sum(axis=1) / np.maximum(n_judged, 1), fracs[:, n])
     shell_all = fracs.min(axis=1) if len(idx) else np.zeros(0)
-    for p, r, shell, lung_frac in zip(kp, kr, shell_all, inside_lung):
-        shell, lung_frac = float(shell), float(lung_frac)
+    shell_glass = fracs_glass.min(axis=1) if len(idx) else np.zeros(0)
+    for p, r, shell, g_shell, lung_frac, above in zip(kp, kr, shell_all, shell_glass, inside_lung, set_aside):
+        shell, g_shell, lung_frac = float(shell), float(g_shell), float(lung_frac)
         # large vessels are few and the shape test rejects them; large perivascular nodules have
         # several vessels in their shell: allow more there
         limit = max_shell_fraction if r < 4.0 else 2.0 * max_shell_fraction
@@ -202,14 +237,18 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
         # is dense: a juxtapleural nodule's shell is busier than an intrapulmonary one's
         if lung_frac < 0.9:
             limit *= 2.0
-        if shell > limit:
+        if (g_shell if lung_frac >= 0.9 else shell) > limit:  # (g_shell ≤ shell: only dense points are set aside)
             continue
         c = p * f + lo_full + (np.asarray(f) - 1) / 2.0
         cmm = g.index_to_lps(c)
         # strength: clean shell × size — noise blobs are small, vessel pieces have busy shells
+        # (not at the wall: there the tissue set aside would be the pleura's partial-volume rim, and
+        # what it leaves a scrap of it)
+        glass_reading = bool(np.isfinite(above)) and lung_frac >= 0.9
         seeds.append(Seed(tuple(float(v) for v in cmm), "detector", radius_mm=float(r) * 1.2,
-                          score=(1.0 - shell) * float(r), blobness=float("nan"), lung_fraction=lung_frac))
-        grid_points.append((p, float(r)))
+                          score=(1.0 - (g_shell if glass_reading else shell)) * float(r), blobness=float("nan"),
+                          lung_fraction=lung_frac, glass_reading=glass_reading, plain_shell_ok=shell <= limit))
+        grid_points.append((p, float(r), float(above) if glass_reading else None))
     # strongest first; the Hessian (the costly part) is evaluated in that order, and with a budget
     # only until no later candidate can enter the budget's priority ranking (priority ≤ 1.25 × score)
     order = sorted(range(len(seeds)), key=lambda i: -seeds[i].score)
@@ -219,10 +258,13 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
         s = seeds[i]
         if budget is not None and len(best) >= budget and best[budget - 1] >= 1.25 * s.score:
             break
-        p, r = grid_points[i]
+        p, r, above = grid_points[i]
         # the Hessian scale follows the blob's size; the inscribed radius of a dense region
         # underestimates a lobulated or spiculated nodule's, so a few scales are tried
         s.blobness = max(hessian_blobness(bounded, p, k * r, spacing)[0] for k in (0.8, 1.0, 1.4))
+        s.plain_blobness = s.blobness
+        if above is not None:
+            s.blobness = max(hessian_blobness(bounded, p, k * r, spacing, above)[0] for k in (0.8, 1.0, 1.4))
         out.append(s)
         best.append(priority(s))
         best.sort(reverse=True)

@@ -29,7 +29,8 @@ from .morphology import block_any
 from .registration import block_mean
 from .seeds import Seed, SeedSource, seeds_from_annotations
 from .segmentation import NoduleSegmentation, segment_nodule
-from .shape import is_nodule, is_vessel_like, shape_features
+from .shape import (BRANCHING_SOLIDITY, JUNCTION_LEAK_RATIO, SMALL_LEAK_DIAMETER_MM, SMALL_LEAK_RATIO,
+                    TUBE_ELONGATION, is_nodule, is_vessel_like, shape_features)
 from .types import CTVolume, VolumeGeometry
 from .wall import is_embedded, tissue_contact
 
@@ -78,6 +79,22 @@ def _verification_grid(vol: CTVolume, lung: LungMask) -> tuple[CTVolume, LungMas
     return small, small_lung, f
 
 
+def _glass_reading_holds(seg: NoduleSegmentation, feat: dict[str, float]) -> bool:
+    """Does the segmentation confirm a candidate's ground-glass reading (a ball of ground glass with
+    denser tissue beside it, :mod:`inference.candidates`)? It must be ground glass – one that
+    segments as solid was a vessel and its blurred edge – and compact (not tube-like, not branching):
+    set aside, the vessels of a bronchovascular bundle or a vessel's partial-volume edge on thick
+    slices leave ground-glass-dense scraps that can pass for a ball at the candidate's scale. And it
+    must not be a speck of a dense region many times its size: where vessels meet on a coarse grid
+    (~1.5 mm pixels) their blurred edges make ground-glass-dense blobs of 4–7 mm. The plain reading
+    lets the Hessian vouch for a ball cut out of a large region; this one has set the region's
+    vessels aside, so it is held to the small-junction ratio at any size, and to the junction ratio
+    when small."""
+    speck = feat["leak"] > (JUNCTION_LEAK_RATIO if feat["d_eq_mm"] < SMALL_LEAK_DIAMETER_MM else SMALL_LEAK_RATIO)
+    return (seg.nodule_hu < seg.solid_threshold_hu and feat["elongation"] <= TUBE_ELONGATION
+            and feat["solidity"] >= BRANCHING_SOLIDITY and not speck)
+
+
 def _verify(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, seed: Seed) -> Candidate | None:
     g = vol.geometry
     sx, sy, sz = g.spacing
@@ -87,6 +104,11 @@ def _verify(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, seed: Se
     feat = shape_features(seg, (sz, sy, sx))
     feat["blob_score"] = seed.score
     feat["blobness"] = seed.blobness
+    if seed.glass_reading and not _glass_reading_holds(seg, feat):
+        # the plain reading holds instead
+        if not seed.plain_shell_ok:
+            return None
+        feat["blobness"] = seed.plain_blobness
     feat["lung_fraction"] = seed.lung_fraction
     if not is_nodule(feat) or is_vessel_like(feat):
         return None

@@ -32,6 +32,12 @@ class Seed:
     score: float = 0.0
     blobness: float = 1.0  # detector: |λ|min / |λ|max of the Hessian at the blob's scale (1 sphere, 0 tube)
     lung_fraction: float = 1.0  # detector: fraction of the surrounding shell inside the lung (< 1: at the wall)
+    # detector, ground-glass reading (inference.candidates): the candidate's own density is subsolid
+    # and ``blobness`` was read with denser tissue (vessels) set aside; the verification must then
+    # find ground glass, or fall back on the plain reading (``plain_blobness``, ``plain_shell_ok``)
+    glass_reading: bool = False
+    plain_blobness: float = 1.0
+    plain_shell_ok: bool = True
 
 
 
