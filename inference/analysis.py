@@ -89,7 +89,8 @@ def _segment_at(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, sear
     idx = g.lps_to_index(np.asarray(center_mm, float))
     if np.any(idx < 0) or np.any(idx > np.asarray(g.shape) - 1):
         return None
-    seg = segment_nodule(vol, lung, idx, radius_hint_mm=radius_mm, search_mm=search_mm)
+    # (a seed says a nodule is here: it may be cut off from a vessel as thick as itself)
+    seg = segment_nodule(vol, lung, idx, radius_hint_mm=radius_mm, search_mm=search_mm, split_far=True)
     if seg is None:
         return None
     sx, sy, sz = g.spacing

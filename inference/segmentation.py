@@ -259,8 +259,14 @@ def segment_nodule(
     *,
     radius_hint_mm: float = 5.0,
     search_mm: float | None = None,
+    split_far: bool = False,
 ) -> NoduleSegmentation | None:
-    """Segment the nodule nearest ``seed_index`` (fractional z, y, x); None if nothing nodular is there."""
+    """Segment the nodule nearest ``seed_index`` (fractional z, y, x); None if nothing nodular is there.
+
+    ``split_far``: a seeded nodule (tracked, annotated, propagated) whose mask is not compact is also
+    tried cut off from a vessel about as thick as itself (:func:`_far_neighbour_split`). Not for
+    detector candidates, where it turns vessel pieces into nodule-shaped blobs.
+    """
     g = vol.geometry
     sx, sy, sz = g.spacing
     sampling = (sz, sy, sx)
@@ -289,6 +295,14 @@ def segment_nodule(
             # vessels crossing it, the channels they leave in the ground glass cost a lobe)
             alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
                                 glass_depth=True)
+            if alt is not None and _retry_is_better(alt, sampling):
+                result, retry = alt, False
+        if retry and split_far:
+            # still not compact: a vessel about as thick as the nodule (more than the opening's
+            # ~0.6 of its inscribed radius) survived the opening; cut the nodule off where it parts
+            # from what reaches far beyond it, and keep that only if compact and most of its region
+            alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
+                                far_split=True)
             if alt is not None and _retry_is_better(alt, sampling):
                 result, retry = alt, False
         if retry and result.depth_ratio >= DEEPER:
@@ -335,7 +349,7 @@ def _retry_is_better(seg: NoduleSegmentation, sampling: tuple[float, float, floa
 def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed: np.ndarray,
                   sampling: tuple[float, float, float], r_hint: float, search_mm: float,
                   offset: np.ndarray, centre_on_depth: bool = False,
-                  glass_depth: bool = False) -> NoduleSegmentation | None:
+                  glass_depth: bool = False, far_split: bool = False) -> NoduleSegmentation | None:
     """Segment the nodule in one crop (see the module docstring).
 
     ``centre_on_depth``: the vessel-cutting opening is sized and centred at the deepest point of the
@@ -440,6 +454,8 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     # (subsolid nodules only: for solid ones the split made compact pieces of vessels next to thicker
     # vessels, which passed as nodules – 2 of 30 development pairs at 256²)
     neck = _thicker_neighbour_split(inside, region, opened, peak, rho, sampling) if s2[peak] < t_solid else None
+    if neck is None and far_split:
+        neck = _far_neighbour_split(inside, region, opened, peak, rho, sampling, FAR_HINTS * r_hint)
     if neck is not None:
         opened, rho = neck
     # restore margins (lobulation, short spicules) lost by the opening, within the region
@@ -670,34 +686,84 @@ def _thicker_neighbour_split(inside: np.ndarray, region: np.ndarray, opened: np.
     thicker = opened & (inside > THICKER * d_top + 0.5 * min(sampling))
     if not thicker.any():
         return None
-    # the neck: the highest level at which the core around ``top`` still reaches the thicker part
-    # (bisection on the level; connectivity only shrinks as it rises)
-    lo_t, hi_t = rho, NECK_RATIO * d_top
+    return _cut_at_neck(inside, region, top, peak, thicker, rho, NECK_RATIO * d_top, sampling)
+
+
+def _cut_at_neck(inside: np.ndarray, region: np.ndarray, top: tuple[int, int, int], peak: tuple[int, int, int],
+                 other: np.ndarray, lo_t: float, hi_t: float, sampling: tuple[float, float, float]
+                 ) -> tuple[np.ndarray, float] | None:
+    """The nodule around ``top`` cut off from ``other`` at the neck of the inscribed radius.
+
+    The neck is the highest level in (``lo_t``, ``hi_t``) at which the core around ``top`` (the
+    voxels deeper than the level, connected to it) still reaches ``other``, found by bisection
+    (connectivity only shrinks as the level rises). The nodule is its core just above the neck,
+    dilated back by that level within the region. None when the core is joined to ``other`` even at
+    ``hi_t`` (broadly: the "nodule" is part of that structure) or already apart at ``lo_t`` (the
+    opening has separated them). Returns (the nodule's mask, the level).
+    """
     if hi_t <= lo_t:
         return None
 
     def joined(level: float) -> bool:
         labels, _ = ndi.label(inside > level)
         lab = labels[top]
-        return bool(lab and (labels[thicker] == lab).any())
+        return bool(lab and (labels[other] == lab).any())
 
-    if joined(hi_t):
-        return None  # joined broadly: the "nodule" is part of the thicker structure
-    if not joined(lo_t):
-        return None  # the opening has separated them already
+    if joined(hi_t) or not joined(lo_t):
+        return None
     for _ in range(8):
         mid = 0.5 * (lo_t + hi_t)
         if joined(mid):
             lo_t = mid
         else:
             hi_t = mid
-    level = hi_t  # just above the neck: the core around ``top`` is apart from the thicker part
+    level = hi_t  # just above the neck: the core around ``top`` is apart from ``other``
     core = _component_at(inside > level, top, sampling)
     body = dilate(core, level, sampling) & region
     body = _component_at(body, peak, sampling, max_dist_mm=level + 2.0)
     if not body.any():
         return None
     return body, level
+
+
+# "far beyond the nodule": this many times its expected radius (or its own inscribed radius, if
+# larger) from its centre; lobes and short spicules end within it, vessels go on
+FAR_HINTS = 1.6
+
+
+def _far_neighbour_split(inside: np.ndarray, region: np.ndarray, opened: np.ndarray,
+                         peak: tuple[int, int, int], rho: float, sampling: tuple[float, float, float],
+                         far_mm: float) -> tuple[np.ndarray, float] | None:
+    """Separate a nodule from a vessel about as thick as itself, where the opening left them joined.
+
+    The opening is sized to the nodule (ball radius ``rho``, about 0.6 of its inscribed radius): a
+    6 mm nodule on a 4 mm vessel, or a 9 mm one overlapping an 8 mm vessel, survives it joined to the
+    vessel and the mask runs along it (+250 to +990 % on the synthetic contact scenes). Like
+    :func:`_thicker_neighbour_split`, but for any structure that reaches ``far_mm`` (or
+    :data:`FAR_HINTS` × the nodule's inscribed radius) beyond the nodule's centre – the local maximum
+    of the inscribed radius climbed to from the peak: the level at which the nodule's core parts
+    from it is found by bisection; when that is below :data:`NECK_RATIO` × the nodule's radius, the
+    nodule is its core above that level, dilated back. Spicules and lobes thinner than ``rho`` are
+    not affected (the core is already apart from them at ``rho``).
+
+    Used only as a retry for a seeded nodule whose first mask is not compact (see
+    :func:`segment_nodule`): in the detector it turned vessel pieces into compact blobs (held-out
+    512² phantoms: 0.00 → 0.33 false positives per scan).
+
+    Returns (opened mask, its ball radius), or None.
+    """
+    top = _ascend(np.where(region, inside, -1.0), peak)
+    d_top = float(inside[top])
+    if d_top <= 0:
+        return None
+    far_mm = max(far_mm, FAR_HINTS * d_top)
+    zz, yy, xx = np.ogrid[: region.shape[0], : region.shape[1], : region.shape[2]]
+    d2 = (((zz - top[0]) * sampling[0]) ** 2 + ((yy - top[1]) * sampling[1]) ** 2
+          + ((xx - top[2]) * sampling[2]) ** 2)
+    far = region & (d2 > far_mm ** 2)
+    if not (opened & far).any():
+        return None
+    return _cut_at_neck(inside, region, top, peak, far, rho, NECK_RATIO * d_top, sampling)
 
 
 def _point_mask(shape, point) -> np.ndarray:

@@ -57,12 +57,13 @@ def _scene(nodule_mm: float, nodule_hu: float, vessel_mm: float, gap_mm: float,
     return vol, true_v
 
 
-def _segment(vol: CTVolume, radius_mm: float):
+def _segment(vol: CTVolume, radius_mm: float, split_far: bool = False):
     from inference.lung import compute_lung_mask
     from inference.segmentation import segment_nodule
 
     lung = compute_lung_mask(vol)
-    return segment_nodule(vol, lung, vol.geometry.lps_to_index(CENTRE), radius_hint_mm=radius_mm)
+    return segment_nodule(vol, lung, vol.geometry.lps_to_index(CENTRE), radius_hint_mm=radius_mm,
+                          split_far=split_far)
 
 
 def _extent_z_mm(seg) -> float:
@@ -118,3 +119,23 @@ def test_a_nodule_apart_from_the_vessel_is_unchanged_by_it() -> None:
     seg = _segment(vol, radius_mm=4.5)
     assert seg is not None
     assert abs(seg.volume_mm3 - true_v) / true_v < 0.05, (seg.volume_mm3, true_v)
+
+
+@pytest.mark.parametrize(("nodule_mm", "nodule_hu", "core_mm", "vessel_mm", "gap_mm", "seed"), [
+    (6.0, 30.0, 0.0, 4.0, 0.0, 7),  # solid (base code: +253 %)
+    (6.0, 30.0, 0.0, 4.0, -1.0, 8),  # solid, overlapping the vessel (+247 %)
+    (6.0, -550.0, 2.4, 4.0, 0.0, 9),  # part-solid (its solid core alone: −71 %)
+    (9.0, -550.0, 0.0, 8.0, -1.0, 7),  # ground glass overlapping a vessel nearly as thick (+947 %)
+])
+def test_nodule_on_a_vessel_about_as_thick_is_cut_off_where_the_vessel_leaves(
+        nodule_mm: float, nodule_hu: float, core_mm: float, vessel_mm: float, gap_mm: float, seed: int) -> None:
+    """The vessel-cutting opening is sized to the nodule (about 0.6 of its inscribed radius), so a
+    vessel more than ~0.6 times as thick survives it and the mask runs along it. The nodule is now
+    cut off at the level of the inscribed radius where it parts from what reaches far beyond it
+    (:func:`inference.segmentation._far_neighbour_split`), for a seeded nodule (as the tracker and
+    annotations seed it)."""
+    vol, true_v = _scene(nodule_mm, nodule_hu, vessel_mm, gap_mm, seed, core_mm=core_mm)
+    seg = _segment(vol, radius_mm=nodule_mm / 2, split_far=True)
+    assert seg is not None
+    assert _extent_z_mm(seg) <= nodule_mm + 2 * SPACING[2] + 0.01, _extent_z_mm(seg)
+    assert abs(seg.volume_mm3 - true_v) / true_v < 0.15, (seg.volume_mm3, true_v)
