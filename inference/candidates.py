@@ -192,9 +192,10 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
     kp, kr = pts[idx], radii[idx].astype(np.float64)
     # Ground-glass reading: a candidate whose own density above the parenchyma (median within half
     # its inscribed radius) is under 1/DENSER_TISSUE of soft tissue's is read a second time with
-    # structures more than DENSER_TISSUE × denser than itself set aside. A vessel crossing or touching ground glass is
-    # another tissue, not a continuation of the blob: it otherwise fills the shell (a "tube") and
-    # dominates the Hessian (a faint ball beside a bright tube is read as the tube).
+    # structures more than DENSER_TISSUE × denser than itself set aside. A vessel crossing or
+    # touching ground glass is another tissue, not a continuation of the blob: it otherwise fills
+    # the shell (a "tube") and dominates the Hessian (a faint ball beside a bright tube is read as
+    # the tube).
     levels = np.full(len(idx), np.inf)
     if len(idx):
         inner = np.rint(kp[:, None, :] + _SPHERE[None, :, :] * (0.5 * kr)[:, None, None] / spacing).astype(int)
@@ -237,17 +238,19 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
         # is dense: a juxtapleural nodule's shell is busier than an intrapulmonary one's
         if lung_frac < 0.9:
             limit *= 2.0
-        if (g_shell if lung_frac >= 0.9 else shell) > limit:  # (g_shell ≤ shell: only dense points are set aside)
+        # the ground-glass reading, not at the wall: there the tissue set aside would be the pleura's
+        # partial-volume rim, and what it leaves a scrap of it (its shell is ≤ the plain one: only
+        # dense points are set aside)
+        glass_reading = bool(np.isfinite(above)) and lung_frac >= 0.9
+        read_shell = g_shell if glass_reading else shell
+        if read_shell > limit:
             continue
         c = p * f + lo_full + (np.asarray(f) - 1) / 2.0
         cmm = g.index_to_lps(c)
         # strength: clean shell × size — noise blobs are small, vessel pieces have busy shells
-        # (not at the wall: there the tissue set aside would be the pleura's partial-volume rim, and
-        # what it leaves a scrap of it)
-        glass_reading = bool(np.isfinite(above)) and lung_frac >= 0.9
         seeds.append(Seed(tuple(float(v) for v in cmm), "detector", radius_mm=float(r) * 1.2,
-                          score=(1.0 - (g_shell if glass_reading else shell)) * float(r), blobness=float("nan"),
-                          lung_fraction=lung_frac, glass_reading=glass_reading, plain_shell_ok=shell <= limit))
+                          score=(1.0 - read_shell) * float(r), blobness=float("nan"), lung_fraction=lung_frac,
+                          glass_reading=glass_reading, plain_shell_ok=shell <= limit))
         grid_points.append((p, float(r), float(above) if glass_reading else None))
     # strongest first; the Hessian (the costly part) is evaluated in that order, and with a budget
     # only until no later candidate can enter the budget's priority ranking (priority ≤ 1.25 × score)

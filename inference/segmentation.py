@@ -358,6 +358,9 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     ``glass_depth``: the opening is sized and applied on the ground glass alone
     (:func:`_depth_without_solid_neighbours`); None when the nodule is not ground glass beside solid
     tissue.
+    ``far_split``: the nodule is cut off from a vessel about as thick as itself
+    (:func:`_far_neighbour_split`); None when there is no such cut to make, or when the
+    thicker-vessel split already made one (the result would be the plain one).
     """
     sz, sy, sx = sampling
     hu = hu_c.astype(np.float32)
@@ -454,8 +457,12 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     # (subsolid nodules only: for solid ones the split made compact pieces of vessels next to thicker
     # vessels, which passed as nodules – 2 of 30 development pairs at 256²)
     neck = _thicker_neighbour_split(inside, region, opened, peak, rho, sampling) if s2[peak] < t_solid else None
-    if neck is None and far_split:
+    if far_split:
+        if neck is not None:
+            return None  # the plain segmentation made this cut already: nothing different to try
         neck = _far_neighbour_split(inside, region, opened, peak, rho, sampling, FAR_HINTS * r_hint)
+        if neck is None:
+            return None  # no vessel to cut off: nothing different to try
     if neck is not None:
         opened, rho = neck
     # restore margins (lobulation, short spicules) lost by the opening, within the region
