@@ -23,7 +23,8 @@ MAX_DIAMETER_MM = 40.0  # beyond 30 mm a lesion is a mass; 40 leaves room for me
 
 
 def shape_features(seg: NoduleSegmentation, spacing_zyx: tuple[float, float, float]) -> dict[str, float]:
-    """Equivalent diameter, elongation (principal SD ratio), compactness and leak of a segmentation."""
+    """Equivalent diameter, elongation (largest to smallest principal SD), prolateness (largest to
+    middle: a tube is long in one direction, a lens in two), compactness and leak of a segmentation."""
     sp = np.asarray(spacing_zyx, dtype=float)
     pts = np.argwhere(seg.mask).astype(float) * sp
     d_eq = float((6.0 * seg.volume_mm3 / np.pi) ** (1 / 3)) if seg.volume_mm3 > 0 else 0.0
@@ -32,8 +33,9 @@ def shape_features(seg: NoduleSegmentation, spacing_zyx: tuple[float, float, flo
         # it a nodule that is one thick slice deep would look infinitely flat)
         ev = np.linalg.eigvalsh(np.cov(pts.T) + np.diag(sp ** 2 / 12.0))
         elong = float(np.sqrt(ev[-1] / max(ev[0], 1e-6)))
+        prolate = float(np.sqrt(ev[-1] / max(ev[1], 1e-6)))
     else:
-        elong = 99.0
+        elong = prolate = 99.0
     dv = float(np.prod(spacing_zyx))
     # solidity: mask volume / convex hull volume (vessel trees ≪ nodules, even spiculated ones)
     solidity = 1.0
@@ -46,8 +48,8 @@ def shape_features(seg: NoduleSegmentation, spacing_zyx: tuple[float, float, flo
     bbox_vol = float(np.prod(seg.mask.shape)) * dv
     fill = float(seg.mask.sum() * dv / max(bbox_vol, 1e-6))
     leak = float(seg.region_voxels * dv / max(seg.volume_mm3, 1e-6))
-    return {"d_eq_mm": d_eq, "elongation": elong, "fill": fill, "leak": leak, "solidity": solidity,
-            "contrast_hu": seg.nodule_hu - seg.parenchyma_hu}
+    return {"d_eq_mm": d_eq, "elongation": elong, "prolateness": prolate, "fill": fill, "leak": leak,
+            "solidity": solidity, "contrast_hu": seg.nodule_hu - seg.parenchyma_hu}
 
 
 def is_nodule(feat: dict[str, float], *, min_diameter_mm: float = MIN_DIAMETER_MM) -> bool:
@@ -73,12 +75,28 @@ SMALL_LEAK_RATIO = 15.0  # … cut out of a dense region > 15× its volume is a 
 JUNCTION_LEAK_RATIO = 8.0  # any piece cut out of a dense region > 8× its volume …
 JUNCTION_BLOBNESS = 0.55  # … that is not a sphere at its scale is a junction, wherever it lies
 BRANCHING_SOLIDITY = 0.55  # a mask filling less of its convex hull is branching (MIN_SOLIDITY is for trees)
+# A nodule against the pleura is a lens: the wall flattens it, so it is elongated (largest to smallest
+# axis) without being long (largest to middle axis). A piece of tube is long: one just 1.1 diameters
+# long already has a prolateness of 1.3. At the wall the Hessian cannot vouch for a ball (the
+# envelope halves it), so the tube rule asks the mask itself: not long, and convex (a lens fills its
+# hull; pleural sheets and vessel forks at the wall do not).
+LENS_PROLATENESS = 1.3
+LENS_SOLIDITY = 0.7
+
+
+def is_lens_at_wall(feat: dict[str, float]) -> bool:
+    """An elongated mask at the lung boundary that is flat rather than long, and convex: a
+    juxtapleural nodule flattened by the pleura (see :data:`LENS_PROLATENESS`)."""
+    return (feat.get("lung_fraction", 1.0) < 0.9 and feat.get("prolateness", 99.0) <= LENS_PROLATENESS
+            and feat["solidity"] >= LENS_SOLIDITY)
 
 
 def is_vessel_like(feat: dict[str, float]) -> bool:
     """Vessel pieces that pass the basic shape rules (:func:`is_nodule`).
 
-    * tube-like both ways: an elongated mask *and* a Hessian with one weak eigenvalue;
+    * tube-like both ways: an elongated mask *and* a Hessian with one weak eigenvalue – unless, at the
+      lung boundary, the mask is a convex lens (:func:`is_lens_at_wall`): long in two directions,
+      as the pleura flattens a nodule, not in one, as a vessel is;
     * not a blob at its own scale although surrounded by lung (at the wall the lung envelope cuts a
       juxtapleural nodule in half, which lowers its Hessian sphericity, so this is not applied there);
     * a small compact piece cut by the vessel opening out of a far larger dense tree (a junction or
@@ -104,7 +122,7 @@ def is_vessel_like(feat: dict[str, float]) -> bool:
         return True
     if feat["solidity"] < BRANCHING_SOLIDITY and blob < JUNCTION_BLOBNESS:
         return True
-    if feat["elongation"] > TUBE_ELONGATION and blob < TUBE_BLOBNESS:
+    if feat["elongation"] > TUBE_ELONGATION and blob < TUBE_BLOBNESS and not is_lens_at_wall(feat):
         return True
     if blob < MIN_BLOBNESS_IN_LUNG and feat.get("lung_fraction", 1.0) >= 0.9:
         return True

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from inference.shape import is_nodule, is_vessel_like
+from inference.shape import is_lens_at_wall, is_nodule, is_vessel_like
 
 
 def _feat(d_eq: float, elongation: float, leak: float, blobness: float, solidity: float = 1.0,
-          lung_fraction: float = 1.0) -> dict[str, float]:
+          lung_fraction: float = 1.0, prolateness: float | None = None) -> dict[str, float]:
     return {"d_eq_mm": d_eq, "elongation": elongation, "leak": leak, "blobness": blobness,
-            "solidity": solidity, "lung_fraction": lung_fraction, "fill": 0.05, "contrast_hu": 300.0}
+            "solidity": solidity, "lung_fraction": lung_fraction, "fill": 0.05, "contrast_hu": 300.0,
+            "prolateness": elongation if prolateness is None else prolateness}
 
 
 @pytest.mark.parametrize("feat", [
@@ -56,3 +57,31 @@ def test_branching_shape_that_is_not_a_ball_is_a_vessel_confluence(feat: dict[st
 def test_lobulated_or_juxtapleural_nodules_are_not_confluences(feat: dict[str, float]) -> None:
     assert is_nodule(feat)
     assert not is_vessel_like(feat)
+
+
+@pytest.mark.parametrize("feat", [
+    _feat(18.18, 1.84, 1.42, 0.53, solidity=0.91, lung_fraction=0.60, prolateness=1.24),  # dev seed 4 N3
+    _feat(17.99, 1.91, 1.20, 0.19, solidity=0.96, lung_fraction=0.64, prolateness=1.06),  # dev seed 22 N1
+    _feat(11.48, 1.85, 2.33, 0.40, solidity=0.96, lung_fraction=0.73, prolateness=1.28),  # dev seed 30 N2
+], ids=["seed4", "seed22", "seed30"])
+def test_juxtapleural_nodule_flattened_by_the_pleura_is_not_a_tube(feat: dict[str, float]) -> None:
+    """Elongated (largest to smallest axis) because flat, not long: a lens against the wall. These
+    were rejected as tubes (elongation > 1.75 and a Hessian that the wall halves)."""
+    assert is_nodule(feat)
+    assert is_lens_at_wall(feat)
+    assert not is_vessel_like(feat)
+
+
+@pytest.mark.parametrize("feat", [
+    _feat(17.05, 2.53, 3.69, 0.37, solidity=0.58, lung_fraction=0.79, prolateness=1.22),  # dev seed 9
+    _feat(17.96, 2.34, 3.67, 0.37, solidity=0.61, lung_fraction=0.88, prolateness=1.23),  # dev seed 13
+    _feat(11.5, 1.90, 2.0, 0.40, solidity=0.90, lung_fraction=0.70, prolateness=1.80),  # a tube at the wall
+    _feat(11.5, 1.85, 2.3, 0.40, solidity=0.96, lung_fraction=1.00, prolateness=1.28),  # flat, in the lung
+], ids=["sheet-9", "sheet-13", "tube-at-wall", "flat-in-lung"])
+def test_sheets_tubes_and_flat_pieces_inside_the_lung_are_still_vessels(feat: dict[str, float]) -> None:
+    """Flat but not convex (curved pieces of pleura and vessel at the wall, dev false positives that
+    the tube rule removes), long (a vessel along the wall), or flat away from the wall (where the
+    Hessian is trusted and the pleura flattens nothing): the tube rule still applies."""
+    assert is_nodule(feat)
+    assert not is_lens_at_wall(feat)
+    assert is_vessel_like(feat)
