@@ -205,28 +205,19 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
     fracs = np.empty((len(idx), 3))
     fracs_glass = np.empty((len(idx), 3))
     inside_lung = np.ones(len(idx))
-    # the pleura's partial-volume rim: envelope voxels next to its boundary are dense whatever lies
-    # against the wall, so shell points there are no evidence of a tube either (as points outside)
-    env_core = ndi.binary_erosion(env)
     for n, k in enumerate((1.6, 2.0, 2.5)):
         rr = k * kr + 0.5 * float(spacing.min())
         sample = np.rint(kp[:, None, :] + _SPHERE[None, :, :] * rr[:, None, None] / spacing).astype(int)
         ok = np.all((sample >= 0) & (sample < shape), axis=2)
         vals = np.zeros(ok.shape, dtype=bool)
         inl = np.zeros(ok.shape, dtype=bool)
-        core = np.zeros(ok.shape, dtype=bool)
         vals[ok] = dense[tuple(sample[ok].T)]
         inl[ok] = env[tuple(sample[ok].T)]
-        core[ok] = env_core[tuple(sample[ok].T)]
         n_in = inl.sum(axis=1)
         in_frac = n_in / inl.shape[1]
         inside_lung = np.minimum(inside_lung, in_frac)
         # a nodule is surrounded by lung, at least on one side (juxtapleural: about half);
-        # shell points in the wall/mediastinum, and on the pleura's rim, are neither evidence for
-        # nor against a tube (a quarter of the shell must be left to judge by)
-        n_core = core.sum(axis=1)
-        inl = np.where((n_core >= 0.25 * inl.shape[1])[:, None], core, inl)
-        n_in = inl.sum(axis=1)
+        # shell points in the wall/mediastinum are neither evidence for nor against a tube
         fracs[:, n] = np.where(in_frac < 0.35, 1.0, (vals & inl).sum(axis=1) / np.maximum(n_in, 1))
         # the ground-glass reading: denser shell points count neither way either (a quarter of the
         # shell must be left to judge by)
