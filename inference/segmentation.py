@@ -73,9 +73,13 @@ def _ball_open(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float,
     return ball_open(mask, radius_mm, sampling)
 
 
-def _closing(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float]) -> np.ndarray:
+def _closing(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float],
+             fine: bool = False) -> np.ndarray:
     """Binary closing with a ball; on a ≥ 1.2 mm copy when the grid is finer (a 5–22 mm ball does not
-    need sub-millimetre steps, and the distance transforms dominate segmentation time)."""
+    need sub-millimetre steps, and the distance transforms dominate segmentation time), unless
+    ``fine``."""
+    if fine:
+        return _closing_fine(mask, radius_mm, sampling)
     # a ball of radius R is resolved well enough with ~R/6 steps (and never finer than 1.2 mm)
     step = max(1.2, radius_mm / 6.0)
     f = tuple(max(1, int(step // s)) for s in sampling)
@@ -393,7 +397,10 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     fine_envelope = False
     closing_mm = float(np.clip(1.3 * r_hint + 2.0, 5.0, 22.0))
     if (env_edge & (d2 <= (search_mm + r_hint) ** 2)).any():
-        envelope = fill_holes(_closing(air, closing_mm, sampling))
+        # on the crop's own grid: the coarse copy (reduced with "all") shrinks the air by up to a
+        # block first, and a nodule against the wall lost more of its base (development seed 22's
+        # 19 mm nodule −7.8 % instead of −4.0 %, seed 13's −10.9 % instead of −3.9 %)
+        envelope = fill_holes(_closing(air, closing_mm, sampling, fine=True))
         fine_envelope = True
         near &= envelope
         if not near.any():
