@@ -1,7 +1,9 @@
 """A juxtapleural nodule of a development phantom (512², seed 22, current study, N1) that the detector
 missed: 19 mm, flattened by the pleura (elongation 1.9, prolateness 1.1), it was rejected as a tube.
-:func:`inference.shape.is_lens_at_wall` tells a lens from a tube. Checked on the phantom itself, end
-to end through :func:`inference.detection.detect_nodules`.
+:func:`inference.shape.is_lens_at_wall` tells a lens from a tube. Found, it was measured 19 % low:
+its lung envelope, closed on a coarse copy, stopped up to a block short of the pleura and cut off
+its base; closed on the crop's own grid it is −5 %. Checked on the phantom itself, end to end through
+:func:`inference.detection.detect_nodules`.
 """
 
 from __future__ import annotations
@@ -23,5 +25,7 @@ def test_juxtapleural_nodule_of_a_development_phantom_is_detected() -> None:
         vol.geometry.index_to_lps(np.asarray(c.segmentation.peak_index, float)) - centre)
         <= 0.5 * truth["equivalent_diameter_mm"]]
     assert near, f"N1 ({truth['equivalent_diameter_mm']:.1f} mm, juxtapleural) not detected"
-    # found and roughly measured: the base against the pleura is partly outside the lung envelope
-    assert abs(near[0].segmentation.volume_mm3 - truth["volume_mm3"]) <= 0.3 * truth["volume_mm3"]
+    # and its base against the pleura measured with it (−19 % with the coarse envelope)
+    err = (near[0].segmentation.volume_mm3 - truth["volume_mm3"]) / truth["volume_mm3"]
+    assert abs(err) <= 0.10, f"volume error {err:+.1%}"
+
