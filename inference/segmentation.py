@@ -199,6 +199,15 @@ def _blur_width(sampling: tuple[float, float, float]) -> float:
     return max(1.0, sampling[1], sampling[2])
 
 
+# A ground-glass layer about two blur widths thick leaves a plateau of only 2–5 % of the region, a
+# solid nodule's edge none (≤ 0.2 % on phantoms; ``tests/test_segment_part_solid.py``). At the lung
+# boundary the pleura's partial-volume rim beyond a blur width of the envelope's edge leaves a few
+# per cent too (a 6 mm solid juxtapleural nodule on 1.6 mm pixels: 4 %), so there a layer must be
+# thicker to count.
+LAYER_FRACTION = 0.02
+LAYER_FRACTION_AT_WALL = 0.05
+
+
 def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min: float,
                       sampling: tuple[float, float, float], envelope: np.ndarray | None = None,
                       solid: np.ndarray | None = None) -> float | None:
@@ -207,12 +216,11 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
     The edge of a solid nodule is blurred: between it and the parenchyma lies a ramp of intermediate
     densities about one blur width wide. A part-solid nodule instead has a *plateau* of subsolid
     density: voxels of the region that are farther than a blur width from both the solid part and the
-    region's outer boundary. When such voxels make a real layer (≥ 2 % of the region and ≥ 8 voxels)
-    and their median is subsolid, that median is the ground-glass level. (A layer about two blur
-    widths thick leaves a plateau of only 2–5 % of the region; a solid nodule's edge leaves none –
-    ≤ 0.2 % on phantoms – see ``tests/test_segment_part_solid.py``.) Voxels within a blur width
-    of the lung envelope's edge are not counted: at the pleura the wall's partial-volume rim has
-    subsolid density too.
+    region's outer boundary. When such voxels make a real layer (≥ :data:`LAYER_FRACTION` of the
+    region, :data:`LAYER_FRACTION_AT_WALL` when the region reaches the lung envelope's edge, and ≥ 8
+    voxels) and their median is subsolid, that median is the ground-glass level. Voxels within a
+    blur width of the lung envelope's edge are not counted: at the pleura the wall's partial-volume
+    rim has subsolid density too.
 
     The solid part is taken as measured (:func:`_solid_part`): specks of dense ground glass above
     the threshold and thin vessels crossing the ground glass are not a solid part the plateau would
@@ -235,9 +243,9 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
         solid = _solid_part(region & (s1 > t_solid), sampling)
     if not solid.any() or solid.all():
         return None
-    def too_few(m: np.ndarray) -> bool:
+    def too_few(m: np.ndarray, fraction: float = LAYER_FRACTION) -> bool:
         n = int(m.sum())
-        return n < 8 or n < 0.02 * int(region.sum())
+        return n < 8 or n < fraction * int(region.sum())
 
     plateau = region & ~solid
     if too_few(plateau):
@@ -247,10 +255,14 @@ def _ground_glass_rim(s1: np.ndarray, region: np.ndarray, t_solid: float, t_min:
         return None
     # (distances are needed on the region only: its box is transformed, see morphology.upper_end)
     plateau &= edt(~solid, rim_sampling, upto=upper_end(region)) > blur
+    fraction = LAYER_FRACTION
     if envelope is not None and not envelope.all() and not too_few(plateau):
         reach = tuple(int(np.ceil(blur / s)) + 1 for s in rim_sampling)
-        plateau &= edt(envelope, rim_sampling, upto=upper_end(region, reach)) > blur
-    if too_few(plateau):
+        from_edge = edt(envelope, rim_sampling, upto=upper_end(region, reach))
+        if (region & (from_edge <= blur)).any():
+            fraction = LAYER_FRACTION_AT_WALL
+        plateau &= from_edge > blur
+    if too_few(plateau, fraction):
         return None
     level = float(np.median(s1[plateau]))
     if not t_min < level < t_solid:
