@@ -40,3 +40,24 @@ def test_solid_nodule_is_not_read_as_part_solid(nodule_mm: float, seed: int) -> 
     assert seg is not None
     assert seg.nodule_hu > seg.solid_threshold_hu
     assert abs(seg.volume_mm3 - true_v) <= 0.05 * true_v
+
+
+def test_solid_juxtapleural_nodule_on_coarse_pixels_stays_solid() -> None:
+    """Development phantom seed 19 at 256² (1.6 mm pixels), prior study: N3, a 6.2 mm solid nodule on
+    the pleura, as the tracker propagates it from the current study (the current's radius as the
+    hint). Beyond a blur width of the lung envelope's edge the pleura's partial-volume rim left a
+    plateau of 4 % of the region; read as ground glass at 2 %, the mask ran along the wall
+    (12 000 mm³) and the pair was lost. At the lung boundary the layer must be 5 %."""
+    from inference.lung import compute_lung_mask
+    from inference.phantoms import generate_patient
+    from inference.segmentation import segment_nodule
+
+    patient = generate_patient(19, timepoints=2, rows=256)
+    vol = patient.timepoints[0].volume
+    truth = next(n for n in patient.truth()["nodules"] if n["id"] == "N3")["timepoints"][0]
+    hint = 4.05  # the current study's measurement (279 mm³)
+    seg = segment_nodule(vol, compute_lung_mask(vol), vol.geometry.lps_to_index(np.asarray(truth["center_mm"])),
+                         radius_hint_mm=hint, search_mm=0.7 * hint, split_far=True)
+    assert seg is not None
+    assert seg.nodule_hu > seg.solid_threshold_hu, "a solid nodule read as part-solid"
+    assert abs(seg.volume_mm3 - truth["volume_mm3"]) <= 0.3 * truth["volume_mm3"]
