@@ -45,8 +45,8 @@ def test_solid_nodule_is_not_read_as_part_solid(nodule_mm: float, seed: int) -> 
 def test_solid_juxtapleural_nodule_on_coarse_pixels_stays_solid() -> None:
     """Development phantom seed 19 at 256² (1.6 mm pixels), prior study: N3, a 6.2 mm solid nodule on
     the pleura, as the tracker propagates it from the current study (the current's radius as the
-    hint). Beyond a blur width of the lung envelope's edge the pleura's partial-volume rim left a
-    plateau of 4 % of the region; read as ground glass at 2 %, the mask ran along the wall
+    hint). Its region runs along the wall (1240 mm³), and 16 scattered voxels 6–16 mm from its solid
+    part made a "plateau" of 4 % of it; read as ground glass at 2 %, the mask ran along the wall
     (12 000 mm³) and the pair was lost. At the lung boundary the layer must be 5 %."""
     from inference.lung import compute_lung_mask
     from inference.phantoms import generate_patient
