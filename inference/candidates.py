@@ -111,7 +111,7 @@ def priority(seed: Seed) -> float:
 
 def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
                     min_radius_mm: float = 1.8, max_shell_fraction: float = 0.12,
-                    budget: int | None = None) -> list[Seed]:
+                    budget: int | None = None, blobness: bool = True) -> list[Seed]:
     """Compact dense blobs inside the lungs (see module docstring).
 
     1. ``dense`` = voxels of the lung envelope denser than the faintest ground glass worth reporting:
@@ -127,6 +127,9 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
     4. Hessian sphericity (:func:`hessian_blobness`) of each, strongest first. With ``budget`` the
        result holds at least the ``budget`` highest-:func:`priority` candidates (and is cut where no
        further one could rank among them); without, every candidate.
+
+    ``blobness=False`` stops after step 3: every candidate that passes the shell test, without the
+    Hessian (``Seed.blobness`` is NaN) – for diagnostics that ask only where the blobs are.
     """
     g = vol.geometry
     f = factors_for(g, target_mm)
@@ -252,6 +255,8 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
                           score=(1.0 - read_shell) * float(r), blobness=float("nan"), lung_fraction=lung_frac,
                           glass_reading=glass_reading, plain_shell_ok=shell <= limit))
         grid_points.append((p, float(r), float(above) if glass_reading else None))
+    if not blobness:
+        return seeds
     # strongest first; the Hessian (the costly part) is evaluated in that order, and with a budget
     # only until no later candidate can enter the budget's priority ranking (priority ≤ 1.25 × score)
     order = sorted(range(len(seeds)), key=lambda i: -seeds[i].score)

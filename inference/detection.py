@@ -17,6 +17,7 @@ annotations are in :mod:`inference.seeds` (re-exported here).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -30,11 +31,11 @@ from .registration import block_mean
 from .seeds import Seed, SeedSource, seeds_from_annotations
 from .segmentation import NoduleSegmentation, segment_nodule
 from .shape import (BRANCHING_SOLIDITY, JUNCTION_LEAK_RATIO, SMALL_LEAK_DIAMETER_MM, SMALL_LEAK_RATIO,
-                    TUBE_ELONGATION, is_nodule, is_vessel_like, shape_features)
+                    TUBE_ELONGATION, is_nodule, is_vessel_like, not_nodular, shape_features, vessel_evidence)
 from .types import CTVolume, VolumeGeometry
 from .wall import is_embedded, tissue_contact
 
-__all__ = ["Candidate", "Seed", "SeedSource", "detect_nodules", "is_nodule", "is_vessel_like",
+__all__ = ["Candidate", "Seed", "SeedSource", "detect_nodules", "is_nodule", "is_vessel_like", "judge_candidate",
            "seeds_from_annotations", "shape_features"]
 
 log = logging.getLogger("noduletrack.inference.detection")
@@ -95,30 +96,45 @@ def _glass_reading_holds(seg: NoduleSegmentation, feat: dict[str, float]) -> boo
             and feat["solidity"] >= BRANCHING_SOLIDITY and not speck)
 
 
-def _verify(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, seed: Seed) -> Candidate | None:
+def judge_candidate(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float,
+                    seed: Seed) -> tuple[Candidate | None, str]:
+    """Segment a candidate and judge it by the shape rules: (the candidate, ``"nodule"``) when it is
+    kept, else (None, why not) – ``"no segmentation"``, ``"ground-glass reading overruled"`` (and the
+    plain shell test had failed), ``"shape: …"`` (:func:`inference.shape.not_nodular`), ``"vessel:
+    …"`` (:func:`inference.shape.vessel_evidence`) or ``"wall"`` (a piece of chest wall or mediastinum)."""
     g = vol.geometry
     sx, sy, sz = g.spacing
     seg = segment_nodule(vol, lung, g.lps_to_index(np.asarray(center_mm, float)), radius_hint_mm=radius_mm)
     if seg is None:
-        return None
+        return None, "no segmentation"
     feat = shape_features(seg, (sz, sy, sx))
     feat["blob_score"] = seed.score
     feat["blobness"] = seed.blobness
     if seed.glass_reading and not _glass_reading_holds(seg, feat):
         # the plain reading holds instead
         if not seed.plain_shell_ok:
-            return None
+            return None, "ground-glass reading overruled"
         feat["blobness"] = seed.plain_blobness
     feat["lung_fraction"] = seed.lung_fraction
-    if not is_nodule(feat) or is_vessel_like(feat):
-        return None
+    shape = not_nodular(feat)
+    if shape is not None:
+        return None, f"shape: {shape}"
+    vessel = vessel_evidence(feat)
+    if vessel is not None:
+        return None, f"vessel: {vessel}"
     if is_embedded(tissue_contact(vol.hu, seg.mask, seg.offset, (sz, sy, sx), seg.solid_threshold_hu)):
-        return None  # a piece of wall/mediastinum that the lung envelope took in (inference/wall.py)
-    return Candidate(seed, seg, feat)
+        return None, "wall"  # a piece of wall/mediastinum that the lung envelope took in (inference/wall.py)
+    return Candidate(seed, seg, feat), "nodule"
+
+
+def _verify(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, seed: Seed) -> Candidate | None:
+    """The kept candidate of :func:`judge_candidate`, or None."""
+    return judge_candidate(vol, lung, center_mm, radius_mm, seed)[0]
 
 
 def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40,
-                   executor: Executor | None = None) -> list[Candidate]:
+                   executor: Executor | None = None,
+                   record: list[tuple[str, Seed, str]] | None = None) -> list[Candidate]:
     """Automatic detector: blob candidates verified by segmentation and shape rules.
 
     Verification runs on a ~1.2 mm grid (:func:`_verification_grid`); the survivors are segmented
@@ -128,13 +144,15 @@ def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40,
     the results are taken in candidate order, so the result is the same as without). The analysis
     passes one pool shared by both time points, so neither core idles while the other time point's
     candidates are still being verified.
+
+    ``record``: every judgement is appended as (grid, seed, verdict) – grid ``"coarse"`` or ``"full"``,
+    the verdict of :func:`judge_candidate` or ``"duplicate"`` – for diagnostics (``bench funnel``).
     """
     # budget the (costly) verification on the most nodule-like candidates
     seeds = sorted(blob_candidates(vol, lung, budget=max_candidates), key=lambda s: -priority(s))[:max_candidates]
     small, small_lung, f = _verification_grid(vol, lung)
-    coarse = [c for c in _map(executor, [(small, small_lung, s.center_mm, s.radius_mm, s) for s in seeds])
-              if c is not None]
-    coarse = dedupe_candidates(coarse)
+    jobs = [(small, small_lung, s.center_mm, s.radius_mm, s) for s in seeds]
+    coarse = _kept(jobs, _map(executor, jobs), "coarse", record)
     if f == (1, 1, 1):
         return coarse
     jobs = []
@@ -143,14 +161,32 @@ def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40,
         peak_mm = small.geometry.index_to_lps(np.asarray(sg.peak_index, float))
         r_eq = 0.5 * (6.0 * max(sg.volume_mm3, 1.0) / np.pi) ** (1 / 3)
         jobs.append((vol, lung, peak_mm, max(r_eq, 2.0), c.seed))
-    return dedupe_candidates([c for c in _map(executor, jobs) if c is not None])
+    return _kept(jobs, _map(executor, jobs), "full", record)
 
 
-def _map(executor: Executor | None, jobs: list[tuple]) -> list[Candidate | None]:
-    """``_verify`` of every job, in order (on ``executor``'s workers when given)."""
+def _kept(jobs: list[tuple], judged: list[tuple[Candidate | None, str]], grid: str,
+          record: list[tuple[str, Seed, str]] | None) -> list[Candidate]:
+    """The kept candidates of one verification round (``judged`` for ``jobs``), duplicates removed;
+    each verdict appended to ``record`` when given."""
+    kept = dedupe_candidates([c for c, _ in judged if c is not None])
+    if log.isEnabledFor(logging.DEBUG):
+        verdicts = Counter(v for _, v in judged)
+        log.debug("%s verification: %d candidates, %d kept; %s", grid, len(jobs), len(kept),
+                  ", ".join(f"{v} {n}" for v, n in verdicts.most_common()))
+    if record is not None:
+        ids = {id(c) for c in kept}
+        for job, (c, verdict) in zip(jobs, judged):
+            if c is not None and id(c) not in ids:
+                verdict = "duplicate"
+            record.append((grid, job[4], verdict))
+    return kept
+
+
+def _map(executor: Executor | None, jobs: list[tuple]) -> list[tuple[Candidate | None, str]]:
+    """:func:`judge_candidate` of every job, in order (on ``executor``'s workers when given)."""
     if executor is None:
-        return [_verify(*job) for job in jobs]
-    futures = [executor.submit(_verify, *job) for job in jobs]
+        return [judge_candidate(*job) for job in jobs]
+    futures = [executor.submit(judge_candidate, *job) for job in jobs]
     return [fut.result() for fut in futures]
 
 

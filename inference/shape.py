@@ -52,13 +52,26 @@ def shape_features(seg: NoduleSegmentation, spacing_zyx: tuple[float, float, flo
             "solidity": solidity, "contrast_hu": seg.nodule_hu - seg.parenchyma_hu}
 
 
+def not_nodular(feat: dict[str, float], *, min_diameter_mm: float = MIN_DIAMETER_MM) -> str | None:
+    """Which basic shape rule a mask fails – ``"too small"``, ``"too large"``, ``"elongated"`` (a
+    vessel) or ``"not compact"`` (a vessel tree) – or None when its shape is nodular."""
+    if feat["d_eq_mm"] < min_diameter_mm:
+        return "too small"
+    if feat["d_eq_mm"] > MAX_DIAMETER_MM:
+        return "too large"
+    if feat["elongation"] > MAX_ELONGATION:
+        return "elongated"
+    if feat["solidity"] < MIN_SOLIDITY:
+        return "not compact"
+    return None
+
+
 def is_nodule(feat: dict[str, float], *, min_diameter_mm: float = MIN_DIAMETER_MM) -> bool:
     """Nodular shape: size in range, not elongated (vessel), compact (not a vessel tree).
 
     ``min_diameter_mm`` is lowered for a nodule already known at the other time point (it may have
     shrunk below the detection size)."""
-    return (min_diameter_mm <= feat["d_eq_mm"] <= MAX_DIAMETER_MM and feat["elongation"] <= MAX_ELONGATION
-            and feat["solidity"] >= MIN_SOLIDITY)
+    return not_nodular(feat, min_diameter_mm=min_diameter_mm) is None
 
 
 # Vessel evidence (shape of the segmented mask and of the image at the blob's scale), see
@@ -92,7 +105,13 @@ def is_lens_at_wall(feat: dict[str, float]) -> bool:
 
 
 def is_vessel_like(feat: dict[str, float]) -> bool:
-    """Vessel pieces that pass the basic shape rules (:func:`is_nodule`).
+    """Vessel pieces that pass the basic shape rules (:func:`is_nodule`); the rules are those of
+    :func:`vessel_evidence`."""
+    return vessel_evidence(feat) is not None
+
+
+def vessel_evidence(feat: dict[str, float]) -> str | None:
+    """The first vessel rule a mask meets (its name, for logs and the detector funnel), or None.
 
     * tube-like both ways: an elongated mask *and* a Hessian with one weak eigenvalue – unless, at the
       lung boundary, the mask is a convex lens (:func:`is_lens_at_wall`): long in two directions,
@@ -118,17 +137,20 @@ def is_vessel_like(feat: dict[str, float]) -> bool:
       that passed had 0.45–0.49 and a Hessian sphericity ≤ 0.52).
     """
     blob = feat.get("blobness", 1.0)
+    in_lung = feat.get("lung_fraction", 1.0) >= 0.9
     if feat["elongation"] > TUBE_ELONGATION and feat["leak"] > JUNCTION_LEAK_RATIO:
-        return True
+        return "vessel segment"
     if feat["solidity"] < BRANCHING_SOLIDITY and blob < JUNCTION_BLOBNESS:
-        return True
+        return "branching"
     if feat["elongation"] > TUBE_ELONGATION and blob < TUBE_BLOBNESS and not is_lens_at_wall(feat):
-        return True
-    if blob < MIN_BLOBNESS_IN_LUNG and feat.get("lung_fraction", 1.0) >= 0.9:
-        return True
+        return "tube"
+    if blob < MIN_BLOBNESS_IN_LUNG and in_lung:
+        return "not a ball"
     if (feat["d_eq_mm"] >= CONFLUENCE_DIAMETER_MM and feat["leak"] > CONFLUENCE_LEAK_RATIO
-            and blob < CONFLUENCE_BLOBNESS and feat.get("lung_fraction", 1.0) >= 0.9):
-        return True
+            and blob < CONFLUENCE_BLOBNESS and in_lung):
+        return "confluence"
     if feat["leak"] > JUNCTION_LEAK_RATIO and blob < JUNCTION_BLOBNESS:
-        return True
-    return feat["d_eq_mm"] < SMALL_LEAK_DIAMETER_MM and feat["leak"] > SMALL_LEAK_RATIO
+        return "junction"
+    if feat["d_eq_mm"] < SMALL_LEAK_DIAMETER_MM and feat["leak"] > SMALL_LEAK_RATIO:
+        return "small junction"
+    return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference.shape import is_lens_at_wall, is_nodule, is_vessel_like
+from inference.shape import is_lens_at_wall, is_nodule, is_vessel_like, not_nodular, vessel_evidence
 
 
 def _feat(d_eq: float, elongation: float, leak: float, blobness: float, solidity: float = 1.0,
@@ -85,3 +85,31 @@ def test_sheets_tubes_and_flat_pieces_inside_the_lung_are_still_vessels(feat: di
     assert is_nodule(feat)
     assert not is_lens_at_wall(feat)
     assert is_vessel_like(feat)
+
+
+@pytest.mark.parametrize("feat, rule", [
+    (_feat(6.71, 2.27, 30.2, 0.70), "vessel segment"),  # dev seed 18 (above)
+    (_feat(9.0, 1.5, 3.0, 0.40, solidity=0.50), "branching"),
+    (_feat(11.5, 1.85, 2.3, 0.40, solidity=0.96, prolateness=1.28), "tube"),  # flat, in the lung (above)
+    (_feat(8.0, 1.3, 2.0, 0.25), "not a ball"),
+    (_feat(14.0, 1.3, 6.0, 0.50), "confluence"),
+    (_feat(8.0, 1.3, 9.0, 0.50, lung_fraction=0.8), "junction"),
+    (_feat(5.0, 1.3, 16.0, 0.70), "small junction"),
+    (_feat(8.0, 1.3, 2.0, 0.70), None),  # a nodule
+])
+def test_vessel_evidence_names_the_rule_that_fires(feat: dict[str, float], rule: str | None) -> None:
+    """The detector's verdicts (logs, ``bench funnel``) name the rule; is_vessel_like agrees."""
+    assert vessel_evidence(feat) == rule
+    assert is_vessel_like(feat) == (rule is not None)
+
+
+@pytest.mark.parametrize("feat, reason", [
+    (_feat(3.5, 1.2, 1.0, 0.8), "too small"),
+    (_feat(45.0, 1.2, 1.0, 0.8), "too large"),
+    (_feat(8.0, 2.8, 1.0, 0.8), "elongated"),
+    (_feat(8.0, 1.2, 1.0, 0.8, solidity=0.40), "not compact"),
+    (_feat(8.0, 1.2, 1.0, 0.8), None),
+])
+def test_not_nodular_names_the_basic_shape_rule(feat: dict[str, float], reason: str | None) -> None:
+    assert not_nodular(feat) == reason
+    assert is_nodule(feat) == (reason is None)
