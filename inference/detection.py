@@ -115,6 +115,8 @@ def judge_candidate(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float,
         if not seed.plain_shell_ok:
             return None, "ground-glass reading overruled"
         feat["blobness"] = seed.plain_blobness
+    elif seed.glass_reading:
+        feat["glass_ball"] = 1.0  # the segmentation confirmed it: a compact ball of ground glass
     feat["lung_fraction"] = seed.lung_fraction
     shape = not_nodular(feat)
     if shape is not None:

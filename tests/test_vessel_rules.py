@@ -113,3 +113,13 @@ def test_vessel_evidence_names_the_rule_that_fires(feat: dict[str, float], rule:
 def test_not_nodular_names_the_basic_shape_rule(feat: dict[str, float], reason: str | None) -> None:
     assert not_nodular(feat) == reason
     assert is_nodule(feat) == (reason is None)
+
+
+def test_a_confirmed_ground_glass_ball_is_exempt_from_the_ball_and_confluence_rules_only() -> None:
+    """Development seed 9's 15 mm ground-glass nodule (current): compact, 7 % of its region, glass
+    Hessian 0.21. With its glass reading confirmed it is neither "not a ball" nor a (solid)
+    confluence; the junction rule (leak > 8, Hessian < 0.55) still applies to a confirmed reading."""
+    feat = _feat(15.26, 1.08, 7.31, 0.21, solidity=0.96)
+    assert vessel_evidence(feat) == "not a ball"
+    assert vessel_evidence({**feat, "glass_ball": 1.0}) is None
+    assert vessel_evidence({**feat, "glass_ball": 1.0, "leak": 9.0}) == "junction"
