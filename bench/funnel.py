@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import sys
 from typing import Any
 
@@ -62,10 +63,17 @@ def funnel_scan(tp: Any, truth_nodules: list[dict[str, Any]], t: int, *,
     lung = compute_lung_mask(vol)
     record: list[tuple[str, Any, str]] = []
     found = detect_nodules(vol, lung, max_candidates=budget, record=record)
-    anywhere = blob_candidates(vol, lung, max_shell_fraction=1.0, blobness=False)
-    passing = blob_candidates(vol, lung, blobness=False)
-    # ranked as the detector ranks them (the list is cut where no later candidate can enter the budget)
-    ranked = sorted(blob_candidates(vol, lung, budget=budget), key=lambda s: -priority(s))
+
+    # the candidate stage again, each way only once and only if a nodule was lost before verification
+    @functools.cache
+    def candidates(which: str) -> list[Any]:
+        if which == "anywhere":  # whatever the shell
+            return blob_candidates(vol, lung, max_shell_fraction=1.0, blobness=False)
+        if which == "passing":  # passing the shell test
+            return blob_candidates(vol, lung, blobness=False)
+        # ranked as the detector ranks them (cut where no later candidate can enter the budget)
+        return sorted(blob_candidates(vol, lung, budget=budget), key=lambda s: -priority(s))
+
     # a detection is where bench measure would place it: its measured centre
     found_at = [measure(vol, c.segmentation).center_mm for c in found]
 
@@ -80,20 +88,22 @@ def funnel_scan(tp: Any, truth_nodules: list[dict[str, Any]], t: int, *,
         ntp = n["timepoints"][t]
         row = {"nodule": n["id"], "consistency": n["consistency"], "location": n["location"],
                "d_mm": round(float(ntp["equivalent_diameter_mm"]), 1)}
-        near_any = [s for s in anywhere if on(k, s.center_mm)]
-        near_pass = [s for s in passing if on(k, s.center_mm)]
         full = [v for g, s, v in record if g == "full" and on(k, s.center_mm)]
         coarse = [v for g, s, v in record if g == "coarse" and on(k, s.center_mm)]
         if any(on(k, c) for c in found_at):
             row["stage"], row["detail"] = "detected", ""
-        elif not near_any:
-            row["stage"], row["detail"] = "no candidate", ""
-        elif not near_pass:
-            row["stage"] = "shell test"
-            row["detail"] = f"least shell {min(_shell(s) for s in near_any):.2f}"
         elif not coarse:
-            ranks = [i for i, s in enumerate(ranked) if on(k, s.center_mm)]
-            row["stage"], row["detail"] = "beyond budget", f"rank {min(ranks)}" if ranks else f"rank > {len(ranked)}"
+            near_any = [s for s in candidates("anywhere") if on(k, s.center_mm)]
+            if not near_any:
+                row["stage"], row["detail"] = "no candidate", ""
+            elif not any(on(k, s.center_mm) for s in candidates("passing")):
+                row["stage"] = "shell test"
+                row["detail"] = f"least shell {min(s.shell_fraction for s in near_any):.2f}"
+            else:
+                ranked = candidates("ranked")
+                ranks = [i for i, s in enumerate(ranked) if on(k, s.center_mm)]
+                row["stage"] = "beyond budget"
+                row["detail"] = f"rank {min(ranks)}" if ranks else f"rank > {len(ranked)}"
         elif "nodule" not in coarse:
             row["stage"], row["detail"] = "coarse", coarse[0]
         else:
@@ -104,12 +114,6 @@ def funnel_scan(tp: Any, truth_nodules: list[dict[str, Any]], t: int, *,
         _near(tp, m["timepoints"][t], j, c) for j, m in enumerate(truth_nodules, start=1)
         if m["timepoints"][t].get("present")))
     return rows, others, false_pos
-
-
-def _shell(seed: Any) -> float:
-    """The shell fraction a candidate was read with (its score is (1 − shell) × inscribed radius)."""
-    r = seed.radius_mm / 1.2
-    return 1.0 - seed.score / r if r > 0 else 1.0
 
 
 def main(argv: list[str] | None = None) -> int:

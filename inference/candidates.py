@@ -253,7 +253,7 @@ def blob_candidates(vol: CTVolume, lung: LungMask, *, target_mm: float = 1.5,
         # strength: clean shell × size — noise blobs are small, vessel pieces have busy shells
         seeds.append(Seed(tuple(float(v) for v in cmm), "detector", radius_mm=float(r) * 1.2,
                           score=(1.0 - read_shell) * float(r), blobness=float("nan"), lung_fraction=lung_frac,
-                          glass_reading=glass_reading, plain_shell_ok=shell <= limit))
+                          glass_reading=glass_reading, plain_shell_ok=shell <= limit, shell_fraction=read_shell))
         grid_points.append((p, float(r), float(above) if glass_reading else None))
     if not blobness:
         return seeds

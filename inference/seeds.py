@@ -38,6 +38,7 @@ class Seed:
     glass_reading: bool = False
     plain_blobness: float = 1.0
     plain_shell_ok: bool = True
+    shell_fraction: float = float("nan")  # detector: dense fraction of the shell it was read with
 
 
 
