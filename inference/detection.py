@@ -129,11 +129,6 @@ def judge_candidate(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float,
     return Candidate(seed, seg, feat), "nodule"
 
 
-def _verify(vol: CTVolume, lung: LungMask, center_mm, radius_mm: float, seed: Seed) -> Candidate | None:
-    """The kept candidate of :func:`judge_candidate`, or None."""
-    return judge_candidate(vol, lung, center_mm, radius_mm, seed)[0]
-
-
 def detect_nodules(vol: CTVolume, lung: LungMask, *, max_candidates: int = 40,
                    executor: Executor | None = None,
                    record: list[tuple[str, Seed, str]] | None = None) -> list[Candidate]:

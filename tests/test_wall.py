@@ -154,12 +154,12 @@ def test_verification_rejects_paratracheal_tissue_and_keeps_a_juxtapleural_nodul
 
     def verify(case: str):
         vol, lm, c = _mediastinum_or_wall(case)
-        return detection._verify(vol, lm, c, 6.0, Seed(tuple(c), "detector", blobness=0.5, lung_fraction=0.7))
+        return detection.judge_candidate(vol, lm, c, 6.0, Seed(tuple(c), "detector", blobness=0.5, lung_fraction=0.7))
 
-    assert verify("juxtapleural") is not None
-    assert verify("trachea") is None
+    assert verify("juxtapleural")[1] == "nodule"
+    assert verify("trachea") == (None, "wall")
     with monkeypatch.context() as m:
         m.setattr(detection, "is_embedded", lambda tc: False)
-        piece = verify("trachea")
-        assert piece is not None  # what the detector reported before
+        piece, verdict = verify("trachea")
+        assert verdict == "nodule"  # what the detector reported before
         assert piece.segmentation.juxtapleural and piece.features["d_eq_mm"] >= 10.0
