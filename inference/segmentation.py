@@ -21,6 +21,10 @@ Method (all thresholds are relative to densities measured in the same image):
    ground glass alone, :func:`_depth_without_solid_neighbours`), and a subsolid nodule on a vessel
    *thicker* than itself (cut off at the narrowest passage between the two,
    :func:`_thicker_neighbour_split`).
+   A seeded ground-glass nodule (tracked, annotated, propagated from the other study) whose mask is
+   still not compact is cut radially: seen from its centre, vessels as thick as half the nodule are
+   narrow spokes of the region (:mod:`inference.radial`). Not for detector candidates: there the
+   same cut makes nodule-shaped blobs of vessel junctions and bronchial walls.
 5. The nodule's own density ``D`` is read from its core: the ground-glass level when a subsolid
    component is present, else the solid level.
 6. Boundary = half-way between ``P`` and ``D`` (the half-maximum of a blurred edge is the true edge).
@@ -41,6 +45,7 @@ import scipy.ndimage as ndi
 
 from .lung import ImageStats, LungMask
 from .morphology import ball_close, ball_open, dilate, edt, fill_holes, repeat_into, upper_end
+from .radial import radial_cut
 from .shape import JUNCTION_LEAK_RATIO, is_nodule, shape_features
 from .types import CTVolume
 
@@ -66,6 +71,8 @@ class NoduleSegmentation:
     # deepest inscribed radius of the region within the expected radius of the peak / that at the
     # peak (≫ 1: the peak is off-centre in a larger body, see segment_nodule)
     depth_ratio: float = 1.0
+    # how vessels were cut off: "opening" (ball opening, margins restored), "radial" (inference.radial)
+    vessel_cut: str = "opening"
 
 
 def _ball_open(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float]) -> np.ndarray:
@@ -285,8 +292,9 @@ def segment_nodule(
     """Segment the nodule nearest ``seed_index`` (fractional z, y, x); None if nothing nodular is there.
 
     ``split_far``: a seeded nodule (tracked, annotated, propagated) whose mask is not compact is also
-    tried cut off from a vessel about as thick as itself (:func:`_far_neighbour_split`). Not for
-    detector candidates, where it turns vessel pieces into nodule-shaped blobs.
+    tried cut off from a vessel about as thick as itself (:func:`_far_neighbour_split`), and, when
+    ground glass and still not compact, radially (:mod:`inference.radial`). Not for detector
+    candidates, where both turn vessel pieces into nodule-shaped blobs.
     """
     g = vol.geometry
     sx, sy, sz = g.spacing
@@ -342,21 +350,49 @@ def segment_nodule(
             alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
                                 centre_on_depth=True)
             if alt is not None and _retry_is_better(alt, sampling):
-                result = alt
+                result, retry = alt, False
+        crop = (sl, lo, r_hint)
         r_eq = 0.5 * (6 * result.volume_mm3 / np.pi) ** (1 / 3)
         # a mask reaching the crop edge is either a nodule larger than its hint (retry with a larger
         # crop) or a leak into vessels: a mask much larger than the hint (a larger crop would only make
         # it worse, and slow) or mostly cut away by the vessel opening is returned for the shape test
         leaky = result.region_voxels * float(np.prod(sampling)) > 3.0 * max(result.volume_mm3, 1e-6)
         if not result.touches_crop or r_eq < 0.5 * half_mm or r_eq > 1.5 * r_hint + 2.0 or leaky:
-            return result
+            break
         r_hint = max(r_hint, 1.5 * r_eq)
+    if split_far and not is_nodule(shape_features(result, sampling), min_diameter_mm=2.0):
+        # still not compact, in the last crop tried: vessels about as thick as the opening ball, or a
+        # ground-glass ball crossed by solid vessels. Seen from the nodule's centre they are narrow
+        # spokes of the region (:mod:`inference.radial`); cut them there, and keep that only if
+        # compact, most of its region, and not a short piece of a vessel (see RADIAL_MAX_PROLATENESS)
+        sl, lo, r_hint = crop
+        alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
+                            radial=True)
+        if alt is not None and _radial_is_better(alt, sampling):
+            result = alt
     return result
 
 
 # "much deeper": the opening grows with the inscribed radius, so a point this much deeper would set a
 # ball this much wider (at 1.5× a 2 mm ball becomes 3 mm: vessels of 4–6 mm are cut, not kept)
 DEEPER = 1.5
+
+
+# The radial cut of a vessel piece (centred on the vessel) is a short piece of it: the cut leaves
+# ~1.7 vessel radii along the axis and one across (prolateness ~1.6–1.9 on development phantoms); a
+# nodule's body is about as long in its two longest directions
+RADIAL_MAX_PROLATENESS = 1.4
+
+
+def _radial_is_better(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
+    """Is a radial cut's result a nodule by the shape rules (:func:`inference.shape.is_nodule`, at
+    least the detection size across: below it the body is a few voxels, and a vessel as thick as
+    it), not a short piece of a vessel (:data:`RADIAL_MAX_PROLATENESS`), and ground glass as the
+    cut assumed (a body that measures solid is where solid vessels cross: the cut carves a blob out
+    of them)?"""
+    feat = shape_features(seg, sampling)
+    return (is_nodule(feat) and feat["prolateness"] <= RADIAL_MAX_PROLATENESS
+            and seg.nodule_hu < seg.solid_threshold_hu)
 
 
 def _retry_is_better(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
@@ -370,7 +406,8 @@ def _retry_is_better(seg: NoduleSegmentation, sampling: tuple[float, float, floa
 def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed: np.ndarray,
                   sampling: tuple[float, float, float], r_hint: float, search_mm: float,
                   offset: np.ndarray, centre_on_depth: bool = False,
-                  glass_depth: bool = False, far_split: bool = False) -> NoduleSegmentation | None:
+                  glass_depth: bool = False, far_split: bool = False,
+                  radial: bool = False) -> NoduleSegmentation | None:
     """Segment the nodule in one crop (see the module docstring).
 
     ``centre_on_depth``: the vessel-cutting opening is sized and centred at the deepest point of the
@@ -478,9 +515,32 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     if glass_depth:
         # solid tissue enclosed by the ground glass (left out of the depth map) is the nodule's
         opened = fill_holes(opened) & region
+    if radial:
+        # the star-shaped body around the region's deepest point, its vessel spokes cut. Ground
+        # glass only: a vessel is another tissue there, while a solid body with solid spokes may
+        # as well be where vessels cross (the cut leaves a compact blob of vessel)
+        if s2[deep] >= t_solid:
+            return None
+        reach = min(max(2.0 * r_in, 1.5 * r_hint) + 2.0, float(np.min(np.asarray(hu.shape) * np.asarray(sampling))))
+        # solid tissue (vessels, with their blurred edge) beside or across the ground glass ends the
+        # rays (a solid part around the centre is crossed, see inference.radial.ray_extent)
+        stop = dilate(region & (s1 > t_solid), _blur_width(sampling), sampling)
+        # the body's surface at the half-maximum of the nodule's own density (its ground glass, read
+        # within half its inscribed radius of the centre, vessels left out), as the mask's elsewhere
+        body_region = None
+        dd2 = ((zz - deep[0]) * sz) ** 2 + ((yy - deep[1]) * sy) ** 2 + ((xx - deep[2]) * sx) ** 2
+        own = region & ~stop & (dd2 <= max(0.5 * r_in, 1.5 * max(sampling)) ** 2)
+        if own.sum() >= 8:
+            body_region = region & (s1 > 0.5 * (P + float(np.median(s1[own]))))
+        opened = _component_at(radial_cut(region, np.asarray(deep, float), sampling, reach, stop=stop,
+                                          body_region=body_region) & region, deep, sampling)
+        if not opened.any():
+            return None
+        peak = deep
     # (subsolid nodules only: for solid ones the split made compact pieces of vessels next to thicker
     # vessels, which passed as nodules – 2 of 30 development pairs at 256²)
-    neck = _thicker_neighbour_split(inside, region, opened, peak, rho, sampling) if s2[peak] < t_solid else None
+    neck = (_thicker_neighbour_split(inside, region, opened, peak, rho, sampling)
+            if s2[peak] < t_solid and not radial else None)
     if far_split:
         if neck is not None:
             return None  # the plain segmentation made this cut already: nothing different to try
@@ -489,9 +549,10 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
             return None  # no vessel to cut off: nothing different to try
     if neck is not None:
         opened, rho = neck
-    # restore margins (lobulation, short spicules) lost by the opening, within the region
+    # restore margins (lobulation, short spicules) lost by the opening, within the region (the radial
+    # cut keeps them: a margin is a cone's width, a vessel stub would come back)
     from_body = edt(~opened, sampling, upto=upper_end(region))
-    restored = region & (from_body <= rho)
+    restored = opened if radial else region & (from_body <= rho)
     # what the restoration added back is a spicule or lobulation when it ends there, a vessel stub
     # when the region continues beyond it (the vessel goes on): drop the stubs. A spicule longer
     # than the opening ball continues beyond too, but it ends near the nodule: a continuation that
@@ -622,6 +683,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         opening_mm=rho,
         region_voxels=region_voxels,
         depth_ratio=depth_ratio,
+        vessel_cut="radial" if radial else "opening",
     )
 
 
