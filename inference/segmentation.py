@@ -293,7 +293,7 @@ def segment_nodule(
 
     ``split_far``: a seeded nodule (tracked, annotated, propagated) whose mask is not compact is also
     tried cut off from a vessel about as thick as itself (:func:`_far_neighbour_split`), and, when
-    ground glass and still not compact, radially (:mod:`inference.radial`). Not for detector
+    ground glass and still not compact, radially (:mod:`inference.radial`; pixels ≤ 1 mm only). Not for detector
     candidates, where both turn vessel pieces into nodule-shaped blobs.
     """
     g = vol.geometry
@@ -360,7 +360,8 @@ def segment_nodule(
         if not result.touches_crop or r_eq < 0.5 * half_mm or r_eq > 1.5 * r_hint + 2.0 or leaky:
             break
         r_hint = max(r_hint, 1.5 * r_eq)
-    if split_far and not is_nodule(shape_features(result, sampling), min_diameter_mm=2.0):
+    if (split_far and max(sy, sx) <= RADIAL_MAX_PIXEL_MM
+            and not is_nodule(shape_features(result, sampling), min_diameter_mm=2.0)):
         # still not compact, in the last crop tried: vessels about as thick as the opening ball, or a
         # ground-glass ball crossed by solid vessels. Seen from the nodule's centre they are narrow
         # spokes of the region (:mod:`inference.radial`); cut them there, and keep that only if
@@ -382,6 +383,11 @@ DEEPER = 1.5
 # ~1.7 vessel radii along the axis and one across (prolateness ~1.6–1.9 on development phantoms); a
 # nodule's body is about as long in its two longest directions
 RADIAL_MAX_PROLATENESS = 1.4
+# The radial cut tells a ground-glass body from the solid vessels on it: at coarser pixels a 3 mm
+# vessel is two pixels wide, and where vessels cross they blur to ground-glass density (development
+# phantoms at 256², 1.4–1.7 mm pixels: a resolved nodule re-found as such a blob, two other false
+# tracks)
+RADIAL_MAX_PIXEL_MM = 1.0
 
 
 def _radial_is_better(seg: NoduleSegmentation, sampling: tuple[float, float, float]) -> bool:
