@@ -17,7 +17,7 @@ import pytest
 
 from inference.types import CTVolume
 from tests.test_measure_units import chest
-from tests.test_segment_attached import CENTRE, SHAPE, SPACING
+from tests.test_segment_attached import CENTRE, SHAPE, SPACING, with_noise
 
 SAMPLING = (SPACING[2], SPACING[1], SPACING[0])  # z, y, x
 
@@ -48,13 +48,7 @@ def _scene(nodule_mm: float, nodule_hu: float, vessels: list[tuple[tuple[float, 
         along = rel @ u
         occ_v = _occupancy(np.linalg.norm(rel - along[..., None] * u, axis=-1), diameter / 2)
         hu = np.where(lung, np.maximum(hu, hu * (1 - occ_v) + occ_v * 40.0), hu)
-    rng = np.random.default_rng(seed)
-    hu = hu + rng.normal(0.0, 25.0, SHAPE)
-    true_v = float(occ_n.sum() * np.prod(SPACING))
-    vol = CTVolume(hu=np.rint(hu).astype(np.int16), geometry=g, study_instance_uid=base.study_instance_uid,
-                   series_instance_uid=base.series_instance_uid,
-                   frame_of_reference_uid=base.frame_of_reference_uid, sop_instance_uids=[])
-    return vol, true_v
+    return with_noise(base, hu, seed), float(occ_n.sum() * np.prod(SPACING))
 
 
 def _seeded(vol: CTVolume, radius_mm: float):

@@ -48,13 +48,16 @@ def _scene(nodule_mm: float, nodule_hu: float, vessel_mm: float, gap_mm: float,
         occ_c = np.clip((core_mm / 2 - r) / 1.0 + 0.5, 0, 1)
         hu = np.where(lung, hu * (1 - occ_c) + occ_c * 30.0, hu)
     hu = np.where(lung, np.maximum(hu, hu * (1 - occ_v) + occ_v * 40.0), hu)
+    return with_noise(base, hu, seed), float(occ_n.sum() * np.prod(SPACING))
+
+
+def with_noise(base: CTVolume, hu: np.ndarray, seed: int) -> CTVolume:
+    """``hu`` (float) with 25 HU of white noise, rounded to int16 on ``base``'s geometry and UIDs."""
     rng = np.random.default_rng(seed)
-    hu = hu + rng.normal(0.0, 25.0, SHAPE)
-    true_v = float(occ_n.sum() * np.prod(SPACING))
-    vol = CTVolume(hu=np.rint(hu).astype(np.int16), geometry=g, study_instance_uid=base.study_instance_uid,
-                   series_instance_uid=base.series_instance_uid,
-                   frame_of_reference_uid=base.frame_of_reference_uid, sop_instance_uids=[])
-    return vol, true_v
+    hu = hu + rng.normal(0.0, 25.0, hu.shape)
+    return CTVolume(hu=np.rint(hu).astype(np.int16), geometry=base.geometry, study_instance_uid=base.study_instance_uid,
+                    series_instance_uid=base.series_instance_uid,
+                    frame_of_reference_uid=base.frame_of_reference_uid, sop_instance_uids=[])
 
 
 def _segment(vol: CTVolume, radius_mm: float, split_far: bool = False):
