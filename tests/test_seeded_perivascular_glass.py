@@ -94,3 +94,20 @@ def test_crossing_vessels_alone_are_not_made_a_nodule(tree: str, radius_mm: floa
     vol, _ = _scene(6.0, -850.0, CROSSING[tree], 5)
     seg, kept = _seeded(vol, radius_mm)
     assert not kept, f"a {seg.volume_mm3:.0f} mm³ 'nodule' ({seg.vessel_cut}) where vessels cross"
+
+
+def test_no_radial_cut_on_coarse_pixels() -> None:
+    """The same image read with 1.3 mm pixels (a 256²–384² matrix), where the cut would otherwise
+    be made: vessels two pixels wide blur to ground-glass density where they cross, so the radial
+    cut is not tried (:data:`inference.segmentation.RADIAL_MAX_PIXEL_MM`)."""
+    import dataclasses
+
+    from inference.lung import compute_lung_mask
+    from inference.segmentation import segment_nodule
+
+    vol, _ = _scene(6.0, -550.0, TOUCHING_AND_CROSSING, 1)
+    centre = vol.geometry.lps_to_index(CENTRE)
+    coarse_geometry = dataclasses.replace(vol.geometry, spacing=tuple(1.3 * s for s in SPACING))
+    coarse = dataclasses.replace(vol, geometry=coarse_geometry)
+    seg = segment_nodule(coarse, compute_lung_mask(coarse), centre, radius_hint_mm=3.9, split_far=True)
+    assert seg is not None and seg.vessel_cut == "opening"
