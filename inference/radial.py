@@ -12,7 +12,12 @@ morphological opening of ``r(u)`` on the sphere of directions with a cone of hal
 every feature wider than 2α and cuts the spokes down to the surface around them; rays are clipped
 to the opened extent plus a tolerance (a voxel: partial volume, a lobulation's bump).
 
-This is a fallback for masks that leak (the caller decides when): an elongated nodule's tips and a
+For a ground-glass nodule, solid tissue met on the way out ends a ray (``stop``): a vessel beside
+or across it is another tissue, and the shadow it casts on the rays behind it is filled by a closing
+on the sphere after the opening.
+
+This is a fallback for masks that leak (the caller decides when; :func:`inference.segmentation.
+segment_nodule` uses it for seeded ground-glass nodules only): an elongated nodule's tips and a
 lobulated nodule's narrow lobes are trimmed by it, which the opening does not do.
 """
 
@@ -132,7 +137,7 @@ def radial_cut(region: np.ndarray, centre: np.ndarray, sampling: tuple[float, fl
                        stop=stop), cone_deg), cone_deg)
         # (no tolerance: beyond the body a ray meets the stop tissue, which is not the nodule's)
         allowed = np.minimum(extent, body + (tol if tolerance_mm is not None else 0.0))
-    # every voxel of the region's bounding box within max_mm: its direction's allowed extent
+    # every voxel of the region is kept when within the allowed extent of its (nearest) direction
     idx = np.argwhere(region)
     off = (idx - centre[None, :]) * sp[None, :]
     dist = np.linalg.norm(off, axis=1)
