@@ -14,19 +14,13 @@ from scipy.spatial import cKDTree
 
 from .lung import LungMask
 from .morphology import edt as distance_map
+from .radial import fibonacci_sphere
 from .registration import block_mean, factors_for
 from .seeds import Seed
 from .types import CTVolume
 
 
-def _fibonacci_sphere(n: int = 96) -> np.ndarray:
-    k = np.arange(n) + 0.5
-    phi = np.arccos(1 - 2 * k / n)
-    theta = np.pi * (1 + 5 ** 0.5) * k
-    return np.stack([np.cos(phi), np.sin(phi) * np.sin(theta), np.sin(phi) * np.cos(theta)], axis=1)  # z, y, x
-
-
-_SPHERE = _fibonacci_sphere()
+_SPHERE = fibonacci_sphere(96)
 
 
 def hessian_blobness(img: np.ndarray, point: np.ndarray, radius_mm: float,

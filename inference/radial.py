@@ -33,13 +33,18 @@ from scipy.spatial import cKDTree
 CONE_DEG = 35.0
 
 
-@functools.lru_cache(maxsize=8)
-def _directions(n: int) -> tuple[np.ndarray, cKDTree]:
-    """``n`` nearly uniform unit vectors (Fibonacci sphere, (z, y, x)) and a tree to look them up."""
+def fibonacci_sphere(n: int) -> np.ndarray:
+    """``n`` nearly uniform unit vectors (z, y, x) on the Fibonacci sphere, shape (n, 3)."""
     k = np.arange(n) + 0.5
     phi = np.arccos(1 - 2 * k / n)
     theta = np.pi * (1 + 5 ** 0.5) * k
-    dirs = np.stack([np.cos(phi), np.sin(phi) * np.sin(theta), np.sin(phi) * np.cos(theta)], axis=1)
+    return np.stack([np.cos(phi), np.sin(phi) * np.sin(theta), np.sin(phi) * np.cos(theta)], axis=1)
+
+
+@functools.lru_cache(maxsize=8)
+def _directions(n: int) -> tuple[np.ndarray, cKDTree]:
+    """:func:`fibonacci_sphere` of ``n`` and a tree to look its directions up."""
+    dirs = fibonacci_sphere(n)
     return dirs, cKDTree(dirs)
 
 
@@ -123,7 +128,8 @@ def radial_cut(region: np.ndarray, centre: np.ndarray, sampling: tuple[float, fl
     if not region[ci]:
         return np.zeros(region.shape, dtype=bool)
     sp = np.asarray(sampling, dtype=float)
-    tol = float(sp.max()) if tolerance_mm is None else float(tolerance_mm)
+    # (with stop, beyond the body a ray meets the stop tissue, which is not the nodule's)
+    tol = float(tolerance_mm) if tolerance_mm is not None else 0.0 if stop is not None else float(sp.max())
     # enough directions for ~1 mm between neighbouring rays at the nodule's surface
     n_dirs = int(np.clip(4.0 * np.pi * (0.5 * max_mm) ** 2, 200, 1500))
     extent = ray_extent(region, centre, sampling, max_mm, n_dirs)
@@ -135,8 +141,7 @@ def radial_cut(region: np.ndarray, centre: np.ndarray, sampling: tuple[float, fl
         body = spherical_closing(spherical_opening(
             ray_extent(region if body_region is None else body_region, centre, sampling, max_mm, n_dirs,
                        stop=stop), cone_deg), cone_deg)
-        # (no tolerance: beyond the body a ray meets the stop tissue, which is not the nodule's)
-        allowed = np.minimum(extent, body + (tol if tolerance_mm is not None else 0.0))
+        allowed = np.minimum(extent, body + tol)
     # every voxel of the region is kept when within the allowed extent of its (nearest) direction
     idx = np.argwhere(region)
     off = (idx - centre[None, :]) * sp[None, :]

@@ -105,6 +105,13 @@ def _closing_fine(mask: np.ndarray, radius_mm: float, sampling: tuple[float, flo
     return ball_close(mask, radius_mm, sampling, pad_mode="edge")
 
 
+def _sq_dist(zz: np.ndarray, yy: np.ndarray, xx: np.ndarray, point, sampling: tuple[float, float, float]
+             ) -> np.ndarray:
+    """Squared distance (mm²) of voxels (index grids or lists ``zz, yy, xx``) to ``point`` (z, y, x)."""
+    return (((zz - point[0]) * sampling[0]) ** 2 + ((yy - point[1]) * sampling[1]) ** 2
+            + ((xx - point[2]) * sampling[2]) ** 2)
+
+
 def _component_at(mask: np.ndarray, point: tuple[int, int, int], sampling, max_dist_mm: float = 3.0) -> np.ndarray:
     """Connected component of ``mask`` containing ``point`` (or the nearest one within ``max_dist_mm``)."""
     labels, n = ndi.label(mask)
@@ -350,7 +357,7 @@ def segment_nodule(
             alt = _segment_crop(vol.hu[sl], lung.filled[sl], stats, seed - lo, sampling, r_hint, search, lo,
                                 centre_on_depth=True)
             if alt is not None and _retry_is_better(alt, sampling):
-                result, retry = alt, False
+                result = alt
         crop = (sl, lo, r_hint)
         r_eq = 0.5 * (6 * result.volume_mm3 / np.pi) ** (1 / 3)
         # a mask reaching the crop edge is either a nodule larger than its hint (retry with a larger
@@ -444,7 +451,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
 
     # densest point within the search radius of the seed, inside the lung envelope
     zz, yy, xx = np.ogrid[: hu.shape[0], : hu.shape[1], : hu.shape[2]]
-    d2 = ((zz - seed[0]) * sz) ** 2 + ((yy - seed[1]) * sy) ** 2 + ((xx - seed[2]) * sx) ** 2
+    d2 = _sq_dist(zz, yy, xx, seed, sampling)
     near = (d2 <= search_mm ** 2) & lung_c
     if not near.any():
         return None
@@ -494,7 +501,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         inside = edt(region, sampling)
     # the deepest point of the region within the expected radius of the peak, connected to it there:
     # in a large nodule whose densest point is a vessel near its edge, the nodule's centre
-    dp2 = ((zz - peak[0]) * sz) ** 2 + ((yy - peak[1]) * sy) ** 2 + ((xx - peak[2]) * sx) ** 2
+    dp2 = _sq_dist(zz, yy, xx, peak, sampling)
     reachable = _component_at(region & (dp2 <= r_hint ** 2), peak, sampling, max_dist_mm=1.5)
     deep = np.unravel_index(int(np.argmax(np.where(reachable, inside, -1.0))), hu.shape)
     depth_ratio = float(inside[deep] + 0.5 * min(sampling)) / float(inside[peak] + 0.5 * min(sampling))
@@ -534,8 +541,7 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         # the body's surface at the half-maximum of the nodule's own density (its ground glass, read
         # within half its inscribed radius of the centre, vessels left out), as the mask's elsewhere
         body_region = None
-        dd2 = ((zz - deep[0]) * sz) ** 2 + ((yy - deep[1]) * sy) ** 2 + ((xx - deep[2]) * sx) ** 2
-        own = region & ~stop & (dd2 <= max(0.5 * r_in, 1.5 * max(sampling)) ** 2)
+        own = region & ~stop & (_sq_dist(zz, yy, xx, deep, sampling) <= max(0.5 * r_in, 1.5 * max(sampling)) ** 2)
         if own.sum() >= 8:
             body_region = region & (s1 > 0.5 * (P + float(np.median(s1[own]))))
         opened = _component_at(radial_cut(region, np.asarray(deep, float), sampling, reach, stop=stop,
@@ -557,8 +563,11 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
         opened, rho = neck
     # restore margins (lobulation, short spicules) lost by the opening, within the region (the radial
     # cut keeps them: a margin is a cone's width, a vessel stub would come back)
-    from_body = edt(~opened, sampling, upto=upper_end(region))
-    restored = opened if radial else region & (from_body <= rho)
+    if radial:
+        restored = opened
+    else:
+        from_body = edt(~opened, sampling, upto=upper_end(region))
+        restored = region & (from_body <= rho)
     # what the restoration added back is a spicule or lobulation when it ends there, a vessel stub
     # when the region continues beyond it (the vessel goes on): drop the stubs. A spicule longer
     # than the opening ball continues beyond too, but it ends near the nodule: a continuation that
@@ -722,8 +731,7 @@ def _depth_without_solid_neighbours(region: np.ndarray, s1: np.ndarray, s2: np.n
     if not solid.any():
         return None
     zz, yy, xx = np.nonzero(solid)
-    d2 = (((zz - seed[0]) * sampling[0]) ** 2 + ((yy - seed[1]) * sampling[1]) ** 2
-          + ((xx - seed[2]) * sampling[2]) ** 2)
+    d2 = _sq_dist(zz, yy, xx, seed, sampling)
     if float(d2.min()) <= (0.5 * r_hint) ** 2:
         return None
     glass = region & ~dilate(solid, _blur_width(sampling), sampling)
@@ -857,8 +865,7 @@ def _far_neighbour_split(inside: np.ndarray, region: np.ndarray, opened: np.ndar
         return None
     far_mm = max(far_mm, FAR_HINTS * d_top)
     zz, yy, xx = np.ogrid[: region.shape[0], : region.shape[1], : region.shape[2]]
-    d2 = (((zz - top[0]) * sampling[0]) ** 2 + ((yy - top[1]) * sampling[1]) ** 2
-          + ((xx - top[2]) * sampling[2]) ** 2)
+    d2 = _sq_dist(zz, yy, xx, top, sampling)
     far = region & (d2 > far_mm ** 2)
     if not (opened & far).any():
         return None
