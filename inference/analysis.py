@@ -123,7 +123,9 @@ def _propagate(vol: CTVolume, lung: LungMask, point_mm, other: NoduleMeasurement
         # the vessel tree and it is elongated), but rejecting it turns a real nodule whose
         # segmentation leaks into a "new" one (development and held-out phantoms: one pair lost in
         # each, no VDT gained): the first segmentation is kept.
-        m = _remeasure(vol, lung, m) or m
+        again = _remeasure(vol, lung, m)
+        if again is not None:
+            m = _hint_median(vol, lung, again)  # measured as a detection is
         d = float(np.linalg.norm(np.asarray(m.center_mm) - np.asarray(point_mm, float)))
         if best is None or d < best[0]:
             best = (d, m)
@@ -154,9 +156,10 @@ def _remeasure(vol: CTVolume, lung: LungMask, m: NoduleMeasurement) -> NoduleMea
 # A measurement should not depend much on the size hint it was segmented with, but it does: the hint
 # sets the crop, the search radius, the lung-envelope closing at the pleura and the cap on the
 # vessel-cutting opening (development seed 30's 12.5 mm juxtapleural ground-glass nodule: 1,012 mm³
-# with a 5.7 mm hint, 1,322 mm³ with 6.2 mm; true 1,031). A detection is therefore segmented again
-# at its centroid with its own radius times these factors, and the median of the three volumes is
-# kept: one hint's accident is outvoted by the two around it.
+# with a 5.7 mm hint, 1,322 mm³ with 6.2 mm; true 1,031). A detection (and a propagated nodule, after
+# its re-measurement, so that both time points are measured alike) is therefore segmented again at
+# its centroid with its own radius times these factors, and the median of the three volumes is kept:
+# one hint's accident is outvoted by the two around it.
 HINT_FACTORS = (0.8, 1.25)
 
 
