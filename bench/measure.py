@@ -299,6 +299,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--repeats", type=int, default=3,
                     help="runs of analyze for the speed figures; the median is reported (default 3)")
     args = ap.parse_args(argv)
+    if args.repeats < 1:  # before the accuracy run, which takes minutes
+        ap.error("--repeats must be at least 1")
     if not args.speed_only:
         seeds = list(range(args.seed0, args.seed0 + args.pairs))
         scores = evaluate(seeds, rows=args.rows, progress=True, verbose=args.verbose)
@@ -307,8 +309,6 @@ def main(argv: list[str]) -> int:
         print_accuracy(scores, f"accuracy on {len(seeds)} {kind} phantom pairs (seeds {seeds[0]}–{seeds[-1]}, "
                                f"rows={args.rows})")
     if not args.no_speed:
-        if args.repeats < 1:
-            ap.error("--repeats must be at least 1")
         speed(repeats=args.repeats)
     return 0
 

@@ -138,9 +138,10 @@ def _propagate(vol: CTVolume, lung: LungMask, point_mm, other: NoduleMeasurement
 REMEASURE_SEARCH_MM = 3.0
 
 
-def _remeasure(vol: CTVolume, lung: LungMask, m: NoduleMeasurement) -> NoduleMeasurement | None:
-    """``m`` segmented again at its own centroid with its own radius as the size hint; None when
-    that is not a nodule.
+def _remeasure(vol: CTVolume, lung: LungMask, m: NoduleMeasurement,
+               factor: float = 1.0) -> NoduleMeasurement | None:
+    """``m`` segmented again at its own centroid with its own radius (× ``factor``) as the size hint;
+    None when that is not a nodule.
 
     The hint sets the crop, the search radius, the lung-envelope closing at the pleura and the cap
     on the vessel-cutting opening (``segmentation.py``). A hint from the other time point is wrong
@@ -150,7 +151,8 @@ def _remeasure(vol: CTVolume, lung: LungMask, m: NoduleMeasurement) -> NoduleMea
     survivors again with their own size as the hint), and its volume no longer depends on how large
     it is at the other time point.
     """
-    return _segment_at(vol, lung, m.center_mm, _radius(m), search_mm=REMEASURE_SEARCH_MM, require_shape=False)
+    return _segment_at(vol, lung, m.center_mm, factor * _radius(m), search_mm=REMEASURE_SEARCH_MM,
+                       require_shape=False)
 
 
 # A measurement should not depend much on the size hint it was segmented with, but it does: the hint
@@ -169,8 +171,7 @@ def _hint_median(vol: CTVolume, lung: LungMask, m: NoduleMeasurement) -> NoduleM
     nodular and are this nodule (their centres inside ``m``'s mask)."""
     trials = [m]
     for factor in HINT_FACTORS:
-        t = _segment_at(vol, lung, m.center_mm, factor * _radius(m), search_mm=REMEASURE_SEARCH_MM,
-                        require_shape=False)
+        t = _remeasure(vol, lung, m, factor)
         if t is None or not _inside(m, vol, t.center_mm):
             return m
         trials.append(t)
