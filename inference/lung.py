@@ -62,6 +62,11 @@ def otsu(values: np.ndarray, bins: int = 256) -> float:
     return float(centers[int(np.argmax(between[:-1]))])
 
 
+# widest in-plane section of a structure inside the lung that the envelope takes in: a 40 mm mass
+# (shape.MAX_DIAMETER_MM) or a hilar vessel cut across, with room to spare
+PLANAR_HOLE_MAX_MM = 50.0
+
+
 def _closing_edt(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float, float]) -> np.ndarray:
     """Binary closing with a ball of ``radius_mm`` via two Euclidean distance transforms (any spacing)."""
     pad = [int(np.ceil(radius_mm / s)) + 1 for s in sampling]
@@ -95,8 +100,13 @@ def compute_lung_mask(vol: CTVolume, *, coarse_mm: float = 2.5, closing_mm: floa
     keep = (sizes >= max(50.0, 0.05 * sizes.max()))
     air = keep[labels]
     del labels
-    # fill vessels and nodules (holes per slice and in 3-D), then close to take in juxtapleural ones
-    filled = fill_holes(fill_holes(air), planar=True)  # (planar: in each slice)
+    # fill vessels and nodules (holes per slice and in 3-D), then close to take in juxtapleural ones.
+    # In a slice through the lung base the diaphragm dome (liver, spleen) is an island of soft tissue
+    # ringed by lung: a hole of that slice, but an organ, not a vessel or a nodule. Holes of a slice
+    # larger than a disc of PLANAR_HOLE_MAX_MM across are left out (hilar vessels cut across reach
+    # ~35 mm, the dome's sections far more)
+    max_hole = int(np.pi * (PLANAR_HOLE_MAX_MM / 2.0) ** 2 / (sampling[1] * sampling[2]))
+    filled = fill_holes(fill_holes(air), planar=True, max_hole_voxels=max_hole)
     # the closing only needs to be approximate (segmentation refines it locally): do it on a 2× coarser
     # grid, where the two distance transforms are 8× cheaper
     half = block_any(filled, (2, 2, 2))

@@ -144,9 +144,12 @@ def ball_close(mask: np.ndarray, radius_mm: float, sampling: tuple[float, float,
     return clo[pad[0]:-pad[0], pad[1]:-pad[1], pad[2]:-pad[2]] | mask
 
 
-def fill_holes(mask: np.ndarray, planar: bool = False) -> np.ndarray:
+def fill_holes(mask: np.ndarray, planar: bool = False, max_hole_voxels: int | None = None) -> np.ndarray:
     """``scipy.ndimage.binary_fill_holes(mask)`` (same result), or with ``planar`` the same done on
     every slice ``mask[k]`` on its own (2-D holes, in-plane border).
+
+    ``max_hole_voxels``: holes (connected components of the background not reaching the border) of
+    more voxels than this are left unfilled.
 
     scipy's version grows the background in from the border by repeated dilations, one voxel per
     pass. Here the background is labelled once with the same (face) connectivity and the components
@@ -166,6 +169,9 @@ def fill_holes(mask: np.ndarray, planar: bool = False) -> np.ndarray:
         for end in (0, -1):
             outside[np.take(labels, end, axis=ax).ravel()] = True
     outside[0] = False
+    if max_hole_voxels is not None:
+        outside |= np.bincount(labels.ravel(), minlength=n + 1) > max_hole_voxels
+        outside[0] = False
     return ~outside[labels]
 
 

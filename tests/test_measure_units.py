@@ -368,6 +368,14 @@ def test_fill_holes_and_block_mean_are_scipys_and_the_reshaped_mean_bit_for_bit(
         assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask)), trial
         per_slice = np.stack([ndi.binary_fill_holes(m) for m in mask])
         assert np.array_equal(fill_holes(mask, planar=True), per_slice), trial
+        # holes of more than 20 voxels in a slice stay open
+        small_holes = per_slice.copy()
+        for k, m in enumerate(mask):
+            holes, n = ndi.label(per_slice[k] & ~m)
+            for lab in range(1, n + 1):
+                if (holes == lab).sum() > 20:
+                    small_holes[k][holes == lab] = False
+        assert np.array_equal(fill_holes(mask, planar=True, max_hole_voxels=20), small_holes), trial
         f = (int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(1, 5)))
         small = mask[::f[0], ::f[1], ::f[2]][: shape[0] // f[0], : shape[1] // f[1], : shape[2] // f[2]]
         want = np.zeros(shape, bool)
