@@ -168,10 +168,9 @@ def fill_holes(mask: np.ndarray, planar: bool = False, max_hole_voxels: int | No
     for ax in range(1 if planar else 0, mask.ndim):
         for end in (0, -1):
             outside[np.take(labels, end, axis=ax).ravel()] = True
-    outside[0] = False
     if max_hole_voxels is not None:
         outside |= np.bincount(labels.ravel(), minlength=n + 1) > max_hole_voxels
-        outside[0] = False
+    outside[0] = False
     return ~outside[labels]
 
 
