@@ -702,6 +702,12 @@ def _segment_crop(hu_c: np.ndarray, lung_c: np.ndarray, stats: ImageStats, seed:
     )
 
 
+# a nodule's centre is solid (a part-solid nodule's solid component) when this fraction of the ball
+# of half its expected radius is; a vessel touching a ground-glass nodule reaches a few voxels of it
+# (the detector's centre can lie ~1 voxel off the nodule's, towards the vessel)
+SOLID_CENTRE_FRACTION = 0.25
+
+
 def _depth_without_solid_neighbours(region: np.ndarray, s1: np.ndarray, s2: np.ndarray, near: np.ndarray,
                                     peak: tuple[int, int, int], seed: np.ndarray, r_hint: float, t_solid: float,
                                     sampling: tuple[float, float, float]
@@ -715,11 +721,12 @@ def _depth_without_solid_neighbours(region: np.ndarray, s1: np.ndarray, s2: np.n
     at the nodule's scale sits on the nodule's side next to the vessel, where the region is thin).
 
     When the nodule is ground glass at its own scale (the peak of the nodule-scale image ``s2`` is
-    below the solid threshold) and its centre is ground glass (no solid voxel within half the
-    expected radius of the ``seed``: solid tissue there is a solid component, and the nodule is
-    part-solid), solid voxels elsewhere and everything within a blur width of them are left out of
-    the map: the ground glass alone sets the opening, and the peak moves to the deepest ground glass
-    within the search ball (``near``) – the nodule's centre – when it lay next to solid tissue.
+    below the solid threshold) and its centre is ground glass (less than
+    :data:`SOLID_CENTRE_FRACTION` of the ball of half the expected radius around the ``seed`` is
+    solid: more is a solid component, and the nodule is part-solid), solid voxels elsewhere and
+    everything within a blur width of them are left out of the map: the ground glass alone sets the
+    opening, and the peak moves to the deepest ground glass within the search ball (``near``) – the
+    nodule's centre – when it lay next to solid tissue.
     Vessels, denser than a ground-glass nodule, are then cut where they touch it; the mask is still
     grown on the full region (a vessel crossing the nodule is restored where it lies within it).
     None otherwise (solid and part-solid nodules, no solid tissue in the region, or no ground glass
@@ -730,9 +737,9 @@ def _depth_without_solid_neighbours(region: np.ndarray, s1: np.ndarray, s2: np.n
     solid = region & (s1 > t_solid)
     if not solid.any():
         return None
-    zz, yy, xx = np.nonzero(solid)
-    d2 = _sq_dist(zz, yy, xx, seed, sampling)
-    if float(d2.min()) <= (0.5 * r_hint) ** 2:
+    zz, yy, xx = np.ogrid[: s1.shape[0], : s1.shape[1], : s1.shape[2]]
+    centre_ball = _sq_dist(zz, yy, xx, seed, sampling) <= (0.5 * r_hint) ** 2
+    if centre_ball.any() and float(solid[centre_ball].mean()) >= SOLID_CENTRE_FRACTION:
         return None
     glass = region & ~dilate(solid, _blur_width(sampling), sampling)
     depth = edt(glass, sampling)
