@@ -60,12 +60,13 @@ def with_noise(base: CTVolume, hu: np.ndarray, seed: int) -> CTVolume:
                     frame_of_reference_uid=base.frame_of_reference_uid, sop_instance_uids=[])
 
 
-def _segment(vol: CTVolume, radius_mm: float, split_far: bool = False):
+def _segment(vol: CTVolume, radius_mm: float, split_far: bool = False, at: np.ndarray = CENTRE):
+    """The nodule segmented from a seed at ``at`` (LPS mm; the nodule's centre unless given)."""
     from inference.lung import compute_lung_mask
     from inference.segmentation import segment_nodule
 
     lung = compute_lung_mask(vol)
-    return segment_nodule(vol, lung, vol.geometry.lps_to_index(CENTRE), radius_hint_mm=radius_mm,
+    return segment_nodule(vol, lung, vol.geometry.lps_to_index(at), radius_hint_mm=radius_mm,
                           split_far=split_far)
 
 
@@ -150,14 +151,10 @@ def test_ground_glass_nodule_seeded_off_centre_towards_its_vessel_is_not_grown_a
     nodule's radius of it. That is not a solid component (the nodule is not part-solid): the opening
     is still sized on the ground glass alone (base code: +173 %, the mask 22.5 mm along the vessel;
     seeded at the nodule's centre, where no vessel voxel is that near, both give +3.4 %)."""
-    from inference.lung import compute_lung_mask
-    from inference.segmentation import segment_nodule
-
     nodule_mm = 7.0
     vol, true_v = _scene(nodule_mm, -550.0, vessel_mm=3.0, gap_mm=0.0, seed=1)
-    lung = compute_lung_mask(vol)
-    at = CENTRE + np.array([2.0, 0.0, 0.0])  # 2 mm towards the vessel (it lies towards +x)
-    seg = segment_nodule(vol, lung, vol.geometry.lps_to_index(at), radius_hint_mm=nodule_mm / 2)
+    # 2 mm towards the vessel (it lies towards +x)
+    seg = _segment(vol, radius_mm=nodule_mm / 2, at=CENTRE + np.array([2.0, 0.0, 0.0]))
     assert seg is not None
     assert seg.nodule_hu < seg.solid_threshold_hu, "ground glass, not the vessel's density"
     assert _extent_z_mm(seg) <= nodule_mm + 2 * SPACING[2] + 0.01, _extent_z_mm(seg)
